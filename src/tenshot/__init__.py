@@ -1,0 +1,18 @@
+"""tenshot: few-shot image generation with diffusion models.
+
+The commands are functions: :func:`pretrain`, :func:`adapt`, :func:`sample`, each taking the config
+dataclass the CLI builds (:mod:`tenshot.config`). Heavy modules load on first use.
+"""
+
+from .config import AdaptConfig, PretrainConfig, SampleConfig, TrainConfig
+from .errors import TenshotError
+
+__all__ = ["AdaptConfig", "PretrainConfig", "SampleConfig", "TenshotError", "TrainConfig", "adapt", "pretrain", "sample"]
+
+
+def __getattr__(name):
+    if name in ("pretrain", "adapt", "sample", "generate"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(name)

@@ -1,0 +1,181 @@
+"""The Python API: every command is a function taking its config dataclass and returning a small result."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import AdaptConfig, PretrainConfig, SampleConfig, TrainConfig, load_yaml, save_yaml, to_dict
+from .errors import TenshotError
+
+
+@dataclass
+class RunResult:
+    """Where a training command wrote its results, and what it measured."""
+
+    run: Path
+    model: Path
+    steps: int
+    seconds: float
+    final_losses: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SampleResult:
+    folder: Path
+    grid: Path
+    count: int
+    seconds: float
+
+
+def _prepare_run(out: Path, config, resume: bool) -> None:
+    """A new run needs an absent or empty folder; a resumed one the same config (``train.steps`` may grow)."""
+    saved = out / "config.yaml"
+    if resume:
+        if not saved.is_file():
+            raise TenshotError(f"{out}: nothing to resume (no config.yaml)")
+        previous = to_dict(load_yaml(type(config), saved))
+        current = to_dict(config)
+        previous["train"].pop("steps")
+        current_steps = current["train"].pop("steps")
+        if previous != current:
+            changed = sorted(k for k in current if current[k] != previous.get(k))
+            raise TenshotError(f"{out}: --resume needs the same settings as the run (changed: {', '.join(changed)})")
+        current["train"]["steps"] = current_steps
+    elif out.exists() and any(out.iterdir()):
+        raise TenshotError(f"{out}: folder exists and is not empty; choose another --out or pass --resume")
+    out.mkdir(parents=True, exist_ok=True)
+    save_yaml(config, saved)
+
+
+def _train_and_export(method, images: np.ndarray, train: TrainConfig, out: Path, resume: bool) -> RunResult:
+    from .models.unet import DiffusionModel, save_model
+    from .train.loop import Trainer
+
+    trainer = Trainer(method, images, train, out, resume=resume)
+    result = trainer.train()
+    if trainer.is_main:
+        averaged = method.averaged_module()
+        result.ema.copy_to(averaged)
+        model_dir = out / "model"
+        _replace_folder(model_dir, lambda staging: save_model(DiffusionModel(averaged, method.model.schedule), staging))
+        extra = method.extra_tensors()
+        if extra:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().cpu().contiguous() for k, v in extra.items()}, out / "method.safetensors")
+    trainer.accelerator.wait_for_everyone()
+    return RunResult(run=out, model=out / "model", steps=result.steps, seconds=result.seconds, final_losses=result.final_losses)
+
+
+def _replace_folder(target: Path, write) -> None:
+    """Write a folder through ``write(staging)`` and rename it over ``target`` (never half-written)."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        write(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def pretrain(config: PretrainConfig, resume: bool = False) -> RunResult:
+    """Train a UNet preset from scratch on ``config.data`` (the source model of later adaptations)."""
+    from .data import load_domain
+    from .methods.finetune import FineTune, FineTuneOptions
+    from .models.unet import new_model
+
+    config.validate()
+    out = Path(config.out)
+    images = load_domain(config.data, config.size, default_split="all", minimum=1)
+    torch.manual_seed(config.train.seed)
+    model = new_model(config.preset, config.size, config.prediction_type)
+    _prepare_run(out, config, resume)
+    method = FineTune(model, FineTuneOptions(snr_gamma=config.snr_gamma))
+    return _train_and_export(method, images, config.train, out, resume)
+
+
+def adapt(config: AdaptConfig, resume: bool = False) -> RunResult:
+    """Adapt ``config.source`` to the images of ``config.target`` with ``config.method``."""
+    from .data import load_domain
+    from .methods import build_method
+    from .models.unet import load_model
+
+    config.validate()
+    out = Path(config.out)
+    model = load_model(config.source)
+    images = load_domain(config.target, model.size, default_split="shots", minimum=1)
+    method = build_method(config.method, model, config.options)
+    _prepare_run(out, config, resume)
+    return _train_and_export(method, images, config.train, out, resume)
+
+
+def generate(model, n: int, *, steps: int = 25, sampler: str = "ddim", eta: float = 0.0, seed: int = 0, batch_size: int = 64, start: int = 0, progress: bool = False) -> np.ndarray:
+    """``n`` images as uint8 ``(n, H, W, 3)``; image k uses seed ``(seed, start + k)`` whatever ``batch_size``."""
+    from tqdm.auto import tqdm
+
+    from .data.images import to_uint8
+    from .diffusion.samplers import ddim_sample, ddpm_sample, randn, sample_generators
+
+    size = model.size
+    timesteps = model.schedule.timesteps(steps)
+    denoiser = model.denoiser()
+    device = next(model.unet.parameters()).device
+    chunks = []
+    with tqdm(total=n, disable=not progress, desc="sample", unit="img", dynamic_ncols=True) as bar:
+        for first in range(0, n, batch_size):
+            indices = range(start + first, start + min(first + batch_size, n))
+            generators = sample_generators(seed, indices)
+            x = randn((len(indices), 3, size, size), generators, device)
+            if sampler == "ddim":
+                images = ddim_sample(denoiser, x, timesteps, eta=eta, generator=generators)
+            else:
+                images = ddpm_sample(denoiser, x, timesteps, generator=generators)
+            chunks.append(to_uint8(images))
+            bar.update(len(indices))
+    return np.concatenate(chunks)
+
+
+def write_samples(images: np.ndarray, out: Path) -> tuple[Path, Path]:
+    """Fill ``out`` with ``000000.png``, ... (and nothing else) and write the grid beside it as ``out.png``."""
+    from .data.images import make_grid, save_png
+
+    if out.exists() and any(out.iterdir()):
+        raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(staging: Path) -> None:
+        for index, image in enumerate(images):
+            save_png(image, staging / f"{index:06d}.png")
+
+    _replace_folder(out, write)
+    grid = out.with_name(out.name + ".png")
+    save_png(make_grid(images[:64]), grid)
+    return out, grid
+
+
+def sample(config: SampleConfig, progress: bool = False) -> SampleResult:
+    """Draw ``config.n`` images from a model or run into ``config.out``."""
+    import time
+
+    from .models.unet import load_model
+
+    config.validate()
+    out = Path(config.out)
+    if out.exists() and any(out.iterdir()):
+        raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
+    model = load_model(config.model)
+    started = time.perf_counter()
+    with torch.no_grad():
+        images = generate(model, config.n, steps=config.steps, sampler=config.sampler, eta=config.eta, seed=config.seed, batch_size=config.batch_size, progress=progress)
+    seconds = time.perf_counter() - started
+    folder, grid = write_samples(images, out)
+    return SampleResult(folder=folder, grid=grid, count=len(images), seconds=seconds)

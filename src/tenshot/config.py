@@ -1,0 +1,161 @@
+"""One dataclass per command; YAML load/save; validation raises :class:`TenshotError`.
+
+The CLI builds these from flags, the Python API takes them directly, and every run folder stores the
+resolved one as ``config.yaml`` so a run can be rebuilt from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import TenshotError
+
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """What every training command shares. ``batch_size`` is the global batch of one optimiser step."""
+
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-4
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    mixed_precision: str = "auto"
+    ema_beta: float = 0.999
+    seed: int = 0
+    flip: bool = True
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    preview_every: int = 500
+    preview_count: int = 16
+    preview_steps: int = 25
+    log_every: int = 10
+
+    def validate(self) -> None:
+        positive = ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "preview_every", "log_every", "preview_steps")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise TenshotError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise TenshotError(f"lr must be positive, got {self.lr}")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.preview_count < 0:
+            raise TenshotError("warmup-steps, weight-decay, grad-clip and preview-count must not be negative")
+        if not 0.0 <= self.ema_beta < 1.0:
+            raise TenshotError(f"ema-beta must be in [0, 1), got {self.ema_beta}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise TenshotError(f"mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
+        if self.batch_size % self.grad_accum:
+            raise TenshotError(f"batch-size {self.batch_size} is not divisible by grad-accum {self.grad_accum}")
+
+
+@dataclass
+class PretrainConfig:
+    """``tenshot pretrain``: train a UNet preset from scratch on a domain."""
+
+    data: str = "emoji:noto"
+    out: str = "runs/pretrain"
+    size: int = 32
+    preset: str = "small"
+    prediction_type: str = "v_prediction"
+    snr_gamma: float = 5.0
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=20000, lr=1e-3, warmup_steps=200, checkpoint_every=1000, preview_every=2000)
+    )
+
+    def validate(self) -> None:
+        from .diffusion.schedule import PREDICTION_TYPES
+        from .models.unet import PRESETS
+
+        self.train.validate()
+        if self.preset not in PRESETS:
+            raise TenshotError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise TenshotError(f"prediction-type must be one of {', '.join(PREDICTION_TYPES)}")
+        if not 8 <= self.size <= 512:
+            raise TenshotError(f"size must be between 8 and 512, got {self.size}")
+
+
+@dataclass
+class AdaptConfig:
+    """``tenshot adapt``: adapt a source model to a few target images with one method."""
+
+    source: str = "noto-32"
+    target: str = "emoji:openmoji"
+    out: str = "runs/adapt"
+    method: str = "finetune"
+    options: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=300, batch_size=8, lr=1e-4, checkpoint_every=100, preview_every=100)
+    )
+
+    def validate(self) -> None:
+        from .methods import METHODS
+
+        self.train.validate()
+        if self.method not in METHODS:
+            raise TenshotError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+
+
+@dataclass
+class SampleConfig:
+    """``tenshot sample``: draw images from a model or run."""
+
+    model: str = "noto-32"
+    out: str = "samples"
+    n: int = 64
+    steps: int = 25
+    sampler: str = "ddim"
+    eta: float = 0.0
+    seed: int = 0
+    batch_size: int = 64
+
+    def validate(self) -> None:
+        if self.n < 1 or self.steps < 1 or self.batch_size < 1:
+            raise TenshotError("n, steps and batch-size must be at least 1")
+        if self.sampler not in ("ddim", "ddpm"):
+            raise TenshotError(f"sampler must be ddim or ddpm, got {self.sampler!r}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise TenshotError(f"eta must be in [0, 1], got {self.eta}")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type, values: dict[str, Any], where: str = "config") -> Any:
+    """Build a (nested) config dataclass; unknown keys are an error naming the key."""
+    if not isinstance(values, dict):
+        raise TenshotError(f"{where}: expected a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise TenshotError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(fields)})")
+    kwargs = {}
+    for name, value in values.items():
+        default = cls().__getattribute__(name)
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = from_dict(type(default), value, f"{where}.{name}")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def save_yaml(config: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def load_yaml(cls: type, path: str | Path) -> Any:
+    try:
+        values = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise TenshotError(f"{path}: unreadable config ({error})") from None
+    return from_dict(cls, values or {}, str(path))

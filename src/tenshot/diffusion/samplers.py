@@ -1,0 +1,185 @@
+"""Samplers as plain functions, k-diffusion style: ``sample(denoiser, x, timesteps, *, ...)``.
+
+``denoiser(x, t)`` returns a :class:`Prediction` and carries its ``schedule``. ``timesteps`` run from
+noisiest to cleanest; the last step lands on the clean image (``abar = 1``).
+
+Hooks, so methods plug in without forking a sampler:
+- ``guidance(x, t, prediction) -> Prediction`` may change the prediction before the update
+  (CRDI's guidance embeddings, classifier-style gradients);
+- ``callback(i, t, x_next, prediction) -> Tensor | None`` sees every step and may replace ``x_next``
+  (Phasic's structure guidance swaps low frequencies of the next latent).
+
+Noise is drawn per sample (EDM's idea): ``generator`` may be one ``torch.Generator`` or a list with one
+per sample, so sample k of a seed is the same image whatever the batch size (see :func:`sample_generators`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from .schedule import NoiseSchedule, Prediction
+
+Generator = torch.Generator | Sequence[torch.Generator] | None
+Guidance = Callable[[torch.Tensor, int, Prediction], Prediction]
+Callback = Callable[[int, int, torch.Tensor, Prediction], "torch.Tensor | None"]
+
+
+class Denoiser(Protocol):
+    schedule: NoiseSchedule
+
+    def __call__(self, x: torch.Tensor, t: int) -> Prediction: ...
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed for the stream named by non-negative integer ``keys`` (numpy's SeedSequence mixing)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The seed of sample ``index`` in a run seeded ``seed``: independent of batch size and of other samples."""
+    return derive_seed(seed, 0, index)
+
+
+def sample_generators(seed: int, indices: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
+    """One generator per sample, seeded by :func:`sample_seed`."""
+    return [torch.Generator(device=device).manual_seed(sample_seed(seed, i)) for i in indices]
+
+
+def randn(shape: Sequence[int], generator: Generator, device, dtype=torch.float32) -> torch.Tensor:
+    """Standard normal noise; with a list of generators each row comes from its own stream."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+        return torch.stack(
+            [torch.randn(tuple(shape[1:]), generator=g, device=g.device, dtype=dtype).to(device) for g in generator]
+        )
+    if generator is None:
+        return torch.randn(tuple(shape), device=device, dtype=dtype)
+    return torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device)
+
+
+def _predict(denoiser: Denoiser, x: torch.Tensor, t: int, clip: bool | None, guidance: Guidance | None) -> Prediction:
+    schedule = denoiser.schedule
+    prediction = denoiser(x, t)
+    if guidance is not None:
+        prediction = guidance(x, t, prediction)
+    if schedule.clip_sample if clip is None else clip:
+        bound = schedule.clip_sample_range
+        prediction = schedule.from_x0(prediction.x0.clamp(-bound, bound), x, torch.tensor([t]))
+    return prediction
+
+
+def _steps(timesteps: Sequence[int]) -> list[tuple[int, int]]:
+    times = [int(t) for t in timesteps]
+    if any(a <= b for a, b in zip(times, times[1:])):
+        raise ValueError("timesteps must decrease strictly")
+    return list(zip(times, times[1:] + [-1]))
+
+
+def _after_step(callback, i, t, x_next, prediction):
+    if callback is None:
+        return x_next
+    replaced = callback(i, t, x_next, prediction)
+    return x_next if replaced is None else replaced
+
+
+@torch.no_grad()
+def ddim_sample(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    timesteps: Sequence[int],
+    *,
+    eta: float = 0.0,
+    guidance: Guidance | None = None,
+    callback: Callback | None = None,
+    generator: Generator = None,
+    clip: bool | None = None,
+) -> torch.Tensor:
+    """DDIM (Song et al. 2021, Eq. 12): ``x_s = sqrt(abar_s) x0 + sqrt(1 - abar_s - sigma^2) eps + sigma z``.
+
+    ``sigma = eta * sqrt((1 - abar_s) / (1 - abar_t)) * sqrt(1 - abar_t / abar_s)`` (Eq. 16); eta = 0 is
+    deterministic, eta = 1 is DDPM-like. With clipping on, eps is re-derived from the clipped x0 (diffusers'
+    ``use_clipped_model_output=True``).
+    """
+    schedule = denoiser.schedule
+    for i, (t, s) in enumerate(_steps(timesteps)):
+        prediction = _predict(denoiser, x, t, clip, guidance)
+        abar_t, abar_s = float(schedule.abar(t)), float(schedule.abar(s))
+        sigma = eta * ((1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s)) ** 0.5
+        x_next = abar_s**0.5 * prediction.x0 + max(1 - abar_s - sigma**2, 0.0) ** 0.5 * prediction.eps
+        if sigma > 0:
+            x_next = x_next + sigma * randn(x.shape, generator, x.device, x.dtype)
+        x = _after_step(callback, i, t, x_next, prediction)
+    return x
+
+
+@torch.no_grad()
+def ddpm_sample(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    timesteps: Sequence[int],
+    *,
+    guidance: Guidance | None = None,
+    callback: Callback | None = None,
+    generator: Generator = None,
+    clip: bool | None = None,
+) -> torch.Tensor:
+    """Ancestral sampling from the posterior q(x_s | x_t, x0) (Ho et al. 2020, Eqs. 6-7), on any time grid.
+
+    With ``a = abar_t / abar_s``: mean ``= sqrt(abar_s)(1 - a)/(1 - abar_t) x0 + sqrt(a)(1 - abar_s)/(1 - abar_t) x_t``,
+    variance ``= (1 - abar_s)/(1 - abar_t) (1 - a)`` (the "fixed_small" choice); no noise on the last step.
+    """
+    schedule = denoiser.schedule
+    for i, (t, s) in enumerate(_steps(timesteps)):
+        prediction = _predict(denoiser, x, t, clip, guidance)
+        abar_t, abar_s = float(schedule.abar(t)), float(schedule.abar(s))
+        alpha = abar_t / abar_s
+        mean = (abar_s**0.5 * (1 - alpha) * prediction.x0 + alpha**0.5 * (1 - abar_s) * x) / (1 - abar_t)
+        x_next = mean
+        if s >= 0:
+            variance = max((1 - abar_s) / (1 - abar_t) * (1 - alpha), 1e-20)
+            x_next = mean + variance**0.5 * randn(x.shape, generator, x.device, x.dtype)
+        x = _after_step(callback, i, t, x_next, prediction)
+    return x
+
+
+def partial_noise(schedule: NoiseSchedule, x0: torch.Tensor, t: int, generator: Generator = None) -> torch.Tensor:
+    """Noise a clean image to time ``t`` (SDEdit's start, Meng et al. 2022): a draw of q(x_t | x0)."""
+    noise = randn(x0.shape, generator, x0.device, x0.dtype)
+    return schedule.add_noise(x0, noise, torch.full((x0.shape[0],), t))
+
+
+def timesteps_from(schedule: NoiseSchedule, steps: int, start: int | None = None) -> list[int]:
+    """``steps`` times of the schedule's spacing, keeping those at or below ``start`` (image-to-image)."""
+    times = schedule.timesteps(steps)
+    return times if start is None else [t for t in times if t <= start]
+
+
+@torch.no_grad()
+def ddim_invert(
+    denoiser: Denoiser,
+    x0: torch.Tensor,
+    timesteps: Sequence[int],
+    *,
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """Deterministic DDIM inversion (Song et al. 2021, Sec. 4.3; Dhariwal & Nichol 2021, App. F).
+
+    Runs Eq. 12 with eta = 0 upwards: from the clean image through ``timesteps`` (given noisiest first, as
+    for sampling) to the noisiest one. Each move s -> t uses the prediction at the current point (x_s, s);
+    the first move, from the clean image, uses the prediction at the first time. No clipping.
+    """
+    schedule = denoiser.schedule
+    ascending = sorted(int(t) for t in timesteps)
+    x = x0
+    previous = ascending[0]
+    for i, t in enumerate(ascending):
+        prediction = denoiser(x, previous)
+        abar_t = float(schedule.abar(t))
+        x_next = abar_t**0.5 * prediction.x0 + (1 - abar_t) ** 0.5 * prediction.eps
+        x = _after_step(callback, i, t, x_next, prediction)
+        previous = t
+    return x

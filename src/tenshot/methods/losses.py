@@ -1,0 +1,54 @@
+"""Loss terms shared by several methods."""
+
+from __future__ import annotations
+
+import torch
+
+from ..diffusion.schedule import NoiseSchedule
+
+
+def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma weight (Hang et al. 2023, Eq. 9), expressed for the checkpoint's prediction type.
+
+    For eps: ``min(SNR, g) / SNR``; for x0: ``min(SNR, g)``; for v: ``min(SNR, g) / (SNR + 1)``.
+    ``gamma <= 0`` gives the plain (unweighted) simple loss of Ho et al. 2020, Eq. 14.
+    """
+    if gamma <= 0:
+        return torch.ones(t.shape, dtype=torch.float32)
+    snr = schedule.snr(t)
+    clipped = snr.clamp(max=gamma)
+    if schedule.prediction_type == "epsilon":
+        weight = clipped / snr
+    elif schedule.prediction_type == "sample":
+        weight = clipped
+    else:
+        weight = clipped / (snr + 1)
+    return weight.float()
+
+
+def diffusion_loss(
+    unet: torch.nn.Module,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    generator: torch.Generator,
+    snr_gamma: float = 5.0,
+) -> dict[str, torch.Tensor]:
+    """The denoising loss on clean images ``x0``: uniform t, Gaussian noise, weighted MSE to the target.
+
+    Returns the loss and the pieces other methods reuse (``t``, ``x_t``, the network output, its prediction).
+    """
+    batch = x0.shape[0]
+    t = torch.randint(0, schedule.num_train_timesteps, (batch,), generator=generator).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    x_t = schedule.add_noise(x0, noise, t)
+    output = unet(x_t, t).sample.float()
+    target = schedule.target(x0, noise, t)
+    weight = min_snr_weight(schedule, t, snr_gamma).to(x0.device)
+    per_sample = (output - target).pow(2).mean(dim=(1, 2, 3))
+    return {
+        "loss": (weight * per_sample).mean(),
+        "t": t,
+        "x_t": x_t,
+        "noise": noise,
+        "prediction": schedule.predict(output, x_t, t),
+    }

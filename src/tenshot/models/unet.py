@@ -1,0 +1,178 @@
+"""diffusers UNet2DModel presets, and loading/saving a model with its noise schedule.
+
+A *model reference* is any of: a run folder (``runs/NAME``, whose ``model/`` is used), a diffusers
+folder (``config.json`` + weights + ``scheduler_config.json``, or a pipeline folder with ``unet/`` and
+``scheduler/``), a shipped asset name (``noto-32``) or a hub id (``google/ddpm-cifar10-32``, online only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..diffusion.schedule import NoiseSchedule, Prediction, default_scheduler_config
+from ..errors import TenshotError
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Tests: seconds per step on a CPU.
+    "tiny": {"block_out_channels": (32, 64), "layers_per_block": 1, "norm_num_groups": 8, "attention": ()},
+    # 32 px on CPU: the noto-32 recipe (DESIGN.md), 5.1M parameters, no attention.
+    "small": {"block_out_channels": (64, 96, 128), "layers_per_block": 2, "norm_num_groups": 32, "attention": ()},
+    # 64 px: one more resolution, self-attention at 8 px.
+    "base": {"block_out_channels": (64, 128, 192, 256), "layers_per_block": 2, "norm_num_groups": 32, "attention": (3,)},
+}
+
+SCHEDULER_FILE = "scheduler_config.json"
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
+
+
+def build_unet(preset: str, size: int):
+    """A fresh UNet2DModel of a preset at ``size`` px, RGB in and out."""
+    from diffusers import UNet2DModel
+
+    if preset not in PRESETS:
+        raise TenshotError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    spec = PRESETS[preset]
+    levels = len(spec["block_out_channels"])
+    if size % 2 ** (levels - 1):
+        raise TenshotError(f"size {size} must be divisible by {2 ** (levels - 1)} for preset {preset!r}")
+    down = ["AttnDownBlock2D" if i in spec["attention"] else "DownBlock2D" for i in range(levels)]
+    up = ["AttnUpBlock2D" if levels - 1 - i in spec["attention"] else "UpBlock2D" for i in range(levels)]
+    return UNet2DModel(
+        sample_size=size,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=spec["block_out_channels"],
+        layers_per_block=spec["layers_per_block"],
+        norm_num_groups=spec["norm_num_groups"],
+        down_block_types=tuple(down),
+        up_block_types=tuple(up),
+    )
+
+
+@dataclass
+class DiffusionModel:
+    """A UNet and the noise schedule it was trained with."""
+
+    unet: torch.nn.Module
+    schedule: NoiseSchedule
+
+    @property
+    def size(self) -> int:
+        size = self.unet.config.sample_size
+        return size if isinstance(size, int) else size[0]
+
+    def denoiser(self, unet: torch.nn.Module | None = None) -> UNetDenoiser:
+        return UNetDenoiser(unet if unet is not None else self.unet, self.schedule)
+
+
+class UNetDenoiser:
+    """``denoiser(x, t) -> Prediction`` for the samplers: runs the UNet and reads its prediction type."""
+
+    def __init__(self, unet: torch.nn.Module, schedule: NoiseSchedule):
+        self.unet = unet
+        self.schedule = schedule
+
+    def __call__(self, x: torch.Tensor, t: int) -> Prediction:
+        times = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+        output = self.unet(x, times).sample.to(x.dtype)
+        return self.schedule.predict(output, x, times)
+
+
+def save_model(model: DiffusionModel, folder: str | Path) -> Path:
+    """Write a diffusers folder: ``config.json``, safetensors weights and ``scheduler_config.json``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.unet.save_pretrained(folder, safe_serialization=True)
+    (folder / SCHEDULER_FILE).write_text(json.dumps(model.schedule.config, indent=2, default=list) + "\n")
+    return folder
+
+
+def assets_root() -> Path:
+    """Shipped assets: ``$TENSHOT_ASSETS`` or the repository's ``assets/`` folder."""
+    if os.environ.get("TENSHOT_ASSETS"):
+        return Path(os.environ["TENSHOT_ASSETS"])
+    return Path(__file__).resolve().parents[3] / "assets"
+
+
+def _diffusers_layout(folder: Path) -> tuple[Path, Path] | None:
+    """(unet folder, scheduler config file) of a diffusers folder, or None."""
+    if (folder / "config.json").is_file() and (folder / SCHEDULER_FILE).is_file():
+        return folder, folder / SCHEDULER_FILE
+    if (folder / "unet" / "config.json").is_file() and (folder / "scheduler" / SCHEDULER_FILE).is_file():
+        return folder / "unet", folder / "scheduler" / SCHEDULER_FILE
+    return None
+
+
+def resolve_model_folder(reference: str | Path) -> Path:
+    """The local diffusers folder a model reference names (downloading a hub id if needed)."""
+    path = Path(reference)
+    if path.is_dir():
+        for candidate in (path / "model", path):
+            if _diffusers_layout(candidate):
+                return candidate
+        raise TenshotError(f"{path}: not a model (no config.json with {SCHEDULER_FILE}, and no model/ inside)")
+    asset = assets_root() / str(reference)
+    if "/" not in str(reference) and _diffusers_layout(asset):
+        return asset
+    if path.exists():
+        raise TenshotError(f"{path}: not a model folder")
+    if str(reference).count("/") == 1 and not str(reference).startswith((".", "/")):
+        return _download(str(reference))
+    raise TenshotError(f"{reference}: no such model folder, shipped asset ({', '.join(list_assets()) or 'none'}) or hub id")
+
+
+def list_assets() -> list[str]:
+    root = assets_root()
+    return sorted(p.name for p in root.iterdir() if _diffusers_layout(p)) if root.is_dir() else []
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        folder = Path(
+            snapshot_download(
+                repo_id,
+                allow_patterns=["*.json", "*.safetensors", "unet/*.json", "unet/*.safetensors", "scheduler/*.json"],
+            )
+        )
+    except HFValidationError:
+        raise TenshotError(f"{repo_id}: no such model folder, shipped asset or valid hub id") from None
+    except Exception as error:  # network failures come in many types; all mean the same to the user
+        raise TenshotError(f"{repo_id}: could not download from the hub ({type(error).__name__}: {error})") from None
+    if _diffusers_layout(folder) is None:
+        raise TenshotError(f"{repo_id}: the hub repository holds no diffusers UNet with safetensors weights")
+    return folder
+
+
+def load_model(reference: str | Path, device: str | torch.device = "cpu") -> DiffusionModel:
+    """Load a UNet2DModel and its schedule from any model reference; weights from safetensors only."""
+    from diffusers import UNet2DModel
+
+    folder = resolve_model_folder(reference)
+    unet_folder, scheduler_file = _diffusers_layout(folder)
+    if not (unet_folder / WEIGHTS_FILE).is_file():
+        raise TenshotError(f"{unet_folder}: no {WEIGHTS_FILE} (tenshot reads safetensors weights only)")
+    try:
+        scheduler_config = json.loads(scheduler_file.read_text())
+    except json.JSONDecodeError as error:
+        raise TenshotError(f"{scheduler_file}: not valid JSON ({error})") from None
+    schedule = NoiseSchedule(scheduler_config)
+    try:
+        unet = UNet2DModel.from_pretrained(unet_folder, use_safetensors=True, low_cpu_mem_usage=False)
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError, json.JSONDecodeError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TenshotError(f"{unet_folder}: not a loadable UNet2DModel ({message})") from None
+    return DiffusionModel(unet=unet.to(device).eval(), schedule=schedule)
+
+
+def new_model(preset: str, size: int, prediction_type: str = "v_prediction") -> DiffusionModel:
+    """A freshly initialised model on the default schedule."""
+    return DiffusionModel(unet=build_unet(preset, size), schedule=NoiseSchedule(default_scheduler_config(prediction_type)))

@@ -1,0 +1,111 @@
+"""Atomic, safetensors-only training checkpoints: ``checkpoints/step-N/`` holds everything to resume exactly.
+
+Files: ``trainable.safetensors`` (the method's trainable parameters), ``ema.safetensors``,
+``optimizer.safetensors`` (tensors, with the non-tensor state in its metadata) and ``trainer.json``.
+A checkpoint is written into a hidden sibling folder and renamed into place, so an interrupted write
+never replaces the last good one. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import TenshotError
+
+STEP_PATTERN = re.compile(r"^step-(\d+)$")
+
+
+def optimizer_to_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Split an optimizer ``state_dict`` into safetensors tensors and JSON metadata."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict] = {}
+    for index, entries in state["state"].items():
+        for key, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"state.{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    metadata = {"param_groups": json.dumps(state["param_groups"]), "scalars": json.dumps(scalars)}
+    return tensors, metadata
+
+
+def optimizer_from_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict:
+    """Inverse of :func:`optimizer_to_tensors`."""
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        _, index, key = name.split(".", 2)
+        state.setdefault(int(index), {})[key] = value
+    for index, entries in json.loads(metadata["scalars"]).items():
+        state.setdefault(int(index), {}).update(entries)
+    return {"state": state, "param_groups": json.loads(metadata["param_groups"])}
+
+
+def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints under ``folder`` as ``(step, path)``, oldest first."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        match = STEP_PATTERN.match(path.name)
+        if match and (path / "trainer.json").is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def save_checkpoint(
+    folder: Path,
+    step: int,
+    trainable: dict[str, torch.Tensor],
+    ema: dict[str, torch.Tensor],
+    optimizer: dict,
+    trainer: dict,
+    keep: int,
+) -> Path:
+    """Write ``folder/step-N`` atomically, then delete all but the newest ``keep`` checkpoints."""
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".step-{step}-", dir=folder))
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in trainable.items()}, staging / "trainable.safetensors")
+        save_file({k: v.detach().cpu().contiguous() for k, v in ema.items()}, staging / "ema.safetensors")
+        tensors, metadata = optimizer_to_tensors(optimizer)
+        save_file(tensors, staging / "optimizer.safetensors", metadata=metadata)
+        (staging / "trainer.json").write_text(json.dumps({**trainer, "step": step}, indent=2) + "\n")
+        for file in staging.iterdir():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+        target = folder / f"step-{step}"
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    for _, old in list_checkpoints(folder)[:-keep]:
+        shutil.rmtree(old)
+    return target
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint folder back: ``trainable``, ``ema``, ``optimizer`` and ``trainer`` entries."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path / "optimizer.safetensors"), framework="pt") as handle:
+            metadata = handle.metadata()
+            optimizer_tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        return {
+            "trainable": load_file(str(path / "trainable.safetensors")),
+            "ema": load_file(str(path / "ema.safetensors")),
+            "optimizer": optimizer_from_tensors(optimizer_tensors, metadata),
+            "trainer": json.loads((path / "trainer.json").read_text()),
+        }
+    except (OSError, KeyError, ValueError, json.JSONDecodeError) as error:
+        raise TenshotError(f"{path}: unreadable checkpoint ({error})") from None
