@@ -11,7 +11,7 @@ __all__ = ["AdaptConfig", "PretrainConfig", "SampleConfig", "TenshotError", "Tra
 
 
 def __getattr__(name):
-    if name in ("pretrain", "adapt", "sample", "generate"):
+    if name in ("pretrain", "adapt", "sample", "generate", "demo"):
         from . import api
 
         return getattr(api, name)

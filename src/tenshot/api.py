@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import AdaptConfig, PretrainConfig, SampleConfig, TrainConfig, load_yaml, save_yaml, to_dict
+from .config import AdaptConfig, DemoConfig, PretrainConfig, SampleConfig, TrainConfig, load_yaml, save_yaml, to_dict
 from .errors import TenshotError
 
 
@@ -179,3 +179,22 @@ def sample(config: SampleConfig, progress: bool = False) -> SampleResult:
     seconds = time.perf_counter() - started
     folder, grid = write_samples(images, out)
     return SampleResult(folder=folder, grid=grid, count=len(images), seconds=seconds)
+
+
+@dataclass
+class DemoResult:
+    run: Path
+    samples: Path
+    grid: Path
+    adapt_seconds: float
+    sample_seconds: float
+
+
+def demo(config: DemoConfig) -> DemoResult:
+    """Adapt ``config.source`` to the shots of ``config.target``, then sample ``config.n`` images from the run."""
+    import time
+
+    out = Path(config.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
+    adapted = adapt(AdaptConfig(source=config.source, target=config.target, method=config.method, out=str(out), train=config.train))
+    result = sample(SampleConfig(model=str(out), out=str(out / "generated"), n=config.n, steps=config.sample_steps, seed=config.train.seed), progress=True)
+    return DemoResult(run=out, samples=result.folder, grid=result.grid, adapt_seconds=adapted.seconds, sample_seconds=result.seconds)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .config import AdaptConfig, PretrainConfig, SampleConfig, TrainConfig
+from .config import AdaptConfig, DemoConfig, PretrainConfig, SampleConfig, TrainConfig
 from .errors import TenshotError
 
 
@@ -144,6 +144,30 @@ def sample(model, **values):
 
     result = api.sample(SampleConfig(model=model, **values), progress=True)
     click.echo(f"samples: {result.folder} ({result.count} images, {result.count / result.seconds:.1f} img/s)\ngrid: {result.grid}")
+
+
+DEMO = DemoConfig()
+
+
+@main.command()
+@click.option("--source", default=DEMO.source, show_default=True, help="Source model.")
+@click.option("--target", default=DEMO.target, show_default=True, help="Target shots: folder or emoji:STYLE.")
+@click.option("--steps", type=int, default=DEMO.train.steps, show_default=True, help="Adaptation steps.")
+@click.option("--n", type=int, default=DEMO.n, show_default=True, help="Images to sample.")
+@click.option("--seed", type=int, default=DEMO.train.seed, show_default=True)
+@click.option("--out", default="", help="Run folder (default runs/demo-DATE-TIME).")
+def demo(source, target, steps, n, seed, out):
+    """The main job: adapt noto-32 to 10 OpenMoji shots, sample 64 images, write a grid (under 10 minutes on 2 cores)."""
+    from . import api
+
+    train = TrainConfig(**{**DEMO.train.__dict__, "steps": steps, "seed": seed})
+    config = DemoConfig(source=source, target=target, out=out, n=n, train=train)
+    click.echo(f"adapting {source} to {target} with {config.method} for {steps} steps, then sampling {n} images")
+    result = api.demo(config)
+    click.echo(f"run: {result.run} (adapted in {result.adapt_seconds:.0f} s)")
+    click.echo(f"training grids: {result.run / 'samples'}")
+    click.echo(f"samples: {result.samples} ({n} images in {result.sample_seconds:.0f} s)")
+    click.echo(f"grid: {result.grid}")
 
 
 @main.group()

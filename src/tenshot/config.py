@@ -159,3 +159,16 @@ def load_yaml(cls: type, path: str | Path) -> Any:
     except (OSError, yaml.YAMLError) as error:
         raise TenshotError(f"{path}: unreadable config ({error})") from None
     return from_dict(cls, values or {}, str(path))
+
+
+@dataclass
+class DemoConfig:
+    """``tenshot demo``: adapt the shipped source model to 10 target shots, then sample a grid."""
+
+    source: str = "noto-32"
+    target: str = "emoji:openmoji"
+    method: str = "finetune"
+    out: str = ""
+    n: int = 64
+    sample_steps: int = 25
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=8, lr=1e-4, checkpoint_every=100, preview_every=100))

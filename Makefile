@@ -1,0 +1,38 @@
+# make demo: adapt the shipped noto-32 model to 10 OpenMoji shots, sample, print where results went.
+# make test: the test suite. Both create .venv and install what they need (system packages as root).
+SHELL := /bin/bash
+VENV := .venv
+PYTHON ?= python3
+STAMP := $(VENV)/.installed
+EMOJIONE_DIR := /usr/share/rubygems-integration/all/gems/gemojione-3.3.0/assets/png
+NOTO_FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
+
+.PHONY: demo test system bench clean
+
+demo: $(STAMP) system
+	$(VENV)/bin/tenshot demo
+
+test: $(STAMP) system
+	$(VENV)/bin/pytest -q
+
+# Debian packages, installed only where missing: the Noto Color Emoji font, and EmojiOne 2's PNGs
+# unpacked from ruby-gemojione with dpkg -x (installing it would pull Ruby).
+system:
+	@if [ ! -f $(NOTO_FONT) ] || [ ! -d $(EMOJIONE_DIR) ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to install fonts-noto-color-emoji and ruby-gemojione's PNGs"; exit 2; fi; \
+	  apt-get update -qq; \
+	  [ -f $(NOTO_FONT) ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-color-emoji >/dev/null; \
+	  if [ ! -d $(EMOJIONE_DIR) ]; then \
+	    tmp=$$(mktemp -d) && (cd $$tmp && apt-get download -qq ruby-gemojione) && dpkg -x $$tmp/ruby-gemojione_*.deb / && rm -rf $$tmp; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -c constraints.txt torch==2.13.0
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache
