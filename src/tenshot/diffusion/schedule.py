@@ -105,22 +105,28 @@ class NoiseSchedule:
         return Prediction(eps=eps, x0=x0, v=abar.sqrt() * eps - (1.0 - abar).sqrt() * x0)
 
     def timesteps(self, steps: int, spacing: str | None = None) -> list[int]:
-        """``steps`` sampling times, noisiest first, spaced as diffusers' ``timestep_spacing``."""
+        """``steps`` sampling times, noisiest first, spaced as diffusers' ``timestep_spacing``.
+
+        The arithmetic is diffusers' own (``DDIMScheduler.set_timesteps``, numpy float64 and round-half-even),
+        so every step count gives the same times; entries diffusers would put outside ``[0, T)`` (its
+        ``trailing`` grid sometimes gains a ``-1``; ``leading`` with ``steps_offset`` can reach ``T``) are dropped.
+        """
+        import numpy as np
+
         total = self.num_train_timesteps
         spacing = spacing or self.timestep_spacing
         if not 1 <= steps <= total:
             raise TenshotError(f"sampling steps must be between 1 and {total}, got {steps}")
         if spacing == "leading":
             ratio = total // steps
-            times = [i * ratio + self.steps_offset for i in range(steps)]
+            times = (np.arange(0, steps) * ratio).round().astype(np.int64) + self.steps_offset
         elif spacing == "trailing":
-            ratio = total / steps
-            times = [round(total - i * ratio) - 1 for i in range(steps)][::-1]
+            times = np.round(np.arange(total, 0, -total / steps)).astype(np.int64) - 1
         elif spacing == "linspace":
-            times = [round(x) for x in torch.linspace(0, total - 1, steps, dtype=torch.float64).tolist()]
+            times = np.linspace(0, total - 1, steps).round().astype(np.int64)
         else:
             raise TenshotError(f"timestep spacing {spacing!r} is not one of {', '.join(TIMESTEP_SPACINGS)}")
-        return sorted({min(max(t, 0), total - 1) for t in times}, reverse=True)
+        return sorted({int(t) for t in times if 0 <= t < total}, reverse=True)
 
     def time_at_abar(self, abar: float) -> int:
         """The time of this schedule whose ``abar`` is nearest to ``abar`` (map a time across schedules by equal SNR)."""
