@@ -169,17 +169,21 @@ def ddim_invert(
     """Deterministic DDIM inversion (Song et al. 2021, Sec. 4.3; Dhariwal & Nichol 2021, App. F).
 
     Runs Eq. 12 with eta = 0 upwards: from the clean image through ``timesteps`` (given noisiest first, as
-    for sampling) to the noisiest one. Each move s -> t uses the prediction at the current point (x_s, s);
-    the first move, from the clean image, uses the prediction at the first time. No clipping.
+    for sampling) to the noisiest one. Each move s -> t uses the prediction at the current point (x_s, s).
+    The first move starts from the clean image itself (abar = 1, x0 known exactly): ``x_t0 = sqrt(abar_t0) x0
+    + sqrt(1 - abar_t0) eps``, with eps predicted at (x0, t0), as diffusers' ``DDIMInverseScheduler`` with
+    ``set_alpha_to_one``. (Reading x0 back from that prediction instead would make the first move the identity
+    and leave the image un-noised at t0.) No clipping.
     """
     schedule = denoiser.schedule
     ascending = sorted(int(t) for t in timesteps)
     x = x0
-    previous = ascending[0]
+    previous = None  # the clean image, abar = 1
     for i, t in enumerate(ascending):
-        prediction = denoiser(x, previous)
+        prediction = denoiser(x, t if previous is None else previous)
+        clean = x if previous is None else prediction.x0
         abar_t = float(schedule.abar(t))
-        x_next = abar_t**0.5 * prediction.x0 + (1 - abar_t) ** 0.5 * prediction.eps
+        x_next = abar_t**0.5 * clean + (1 - abar_t) ** 0.5 * prediction.eps
         x = _after_step(callback, i, t, x_next, prediction)
         previous = t
     return x
