@@ -111,7 +111,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 @main.command()
 @click.option("--source", default=ADAPT.source, show_default=True, help="Source model: run folder, diffusers folder, asset name or hub id.")
 @click.option("--target", default=ADAPT.target, show_default=True, help="Folder of target images or emoji:STYLE[:SPLIT] (default split shots).")
-@click.option("--method", type=click.Choice(["finetune"]), default=ADAPT.method, show_default=True, help="Adaptation method.")
+@click.option("--method", type=click.Choice(["finetune", "domainstudio"]), default=ADAPT.method, show_default=True, help="Adaptation method.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A method option (repeatable), e.g. snr_gamma=0.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @_training_options(ADAPT.train)

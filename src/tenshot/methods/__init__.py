@@ -8,11 +8,13 @@ from typing import Any, Callable
 from ..errors import TenshotError
 from ..models.unet import DiffusionModel
 from .base import Batch, Method
+from .domainstudio import DomainStudio, DomainStudioOptions
 from .finetune import FineTune, FineTuneOptions
 
 # name -> (options dataclass, builder)
 METHODS: dict[str, tuple[type, Callable[[DiffusionModel, Any], Method]]] = {
     "finetune": (FineTuneOptions, FineTune),
+    "domainstudio": (DomainStudioOptions, DomainStudio),
 }
 
 
