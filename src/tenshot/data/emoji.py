@@ -187,9 +187,17 @@ def rendered_folder(style: str, size: int) -> Path:
     for name, image in images.items():
         image.save(staging / f"{name}.png", format="PNG")
     (staging / ".complete").write_text(f"{len(images)}\n")
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(staging, folder)
+    # Another process (a rank of the same launch, a parallel run) may have finished the same folder while
+    # this one rendered: keep its complete folder, never delete one that someone may be reading.
+    if folder.exists() and not (folder / ".complete").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        os.replace(staging, folder)
+    except OSError:
+        if not (folder / ".complete").is_file():
+            raise
+    if staging.exists():
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
