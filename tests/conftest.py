@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny models, small image folders, and how to run the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def write_images(folder: Path, count: int, size: int = 16, seed: int = 0) -> Path:
+    """``count`` random smooth RGB PNGs of ``size`` px in ``folder`` (created)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        low = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        image = Image.fromarray(low).resize((size, size), Image.BILINEAR)
+        image.save(folder / f"{index:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """Eight 16 px RGB images: a tiny training domain."""
+    return write_images(tmp_path_factory.mktemp("images") / "data", 8, 16)
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """``tenshot ARGS`` in a subprocess, output captured as text."""
+    return subprocess.run(
+        [str(VENV_BIN / "tenshot"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(),
+        cwd=kwargs.pop("cwd", None),
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """One intra-op thread: the tensors here are tiny, and on a shared 2-core machine torch's default
+    thread pool spins against other processes (measured 20x slower under load)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
