@@ -35,7 +35,15 @@ class SampleResult:
 
 
 def _prepare_run(out: Path, config, resume: bool) -> None:
-    """A new run needs an absent or empty folder; a resumed one the same config (``train.steps`` may grow)."""
+    """A new run needs an absent or empty folder; a resumed one the same config (``train.steps`` may grow).
+
+    Under ``torchrun``/``accelerate launch`` every process runs this: all of them check before any writes
+    (otherwise the first to write ``config.yaml`` makes the others see a non-empty folder), then only the
+    main process writes.
+    """
+    from .train.loop import distributed_state
+
+    state = distributed_state()
     saved = out / "config.yaml"
     if resume:
         if not saved.is_file():
@@ -50,8 +58,11 @@ def _prepare_run(out: Path, config, resume: bool) -> None:
         current["train"]["steps"] = current_steps
     elif out.exists() and any(out.iterdir()):
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out or pass --resume")
-    out.mkdir(parents=True, exist_ok=True)
-    save_yaml(config, saved)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_yaml(config, saved)
+    state.wait_for_everyone()
 
 
 def _train_and_export(method, images: np.ndarray, train: TrainConfig, out: Path, resume: bool) -> RunResult:

@@ -78,6 +78,26 @@ def resolve_mixed_precision(choice: str) -> str:
     return "bf16" if cpu_has_amx_bf16() else "no"
 
 
+def cpu_only() -> bool:
+    """True where torch sees no accelerator device (GPU, XPU, ...).
+
+    Accelerate sets up multi-process CPU training (gloo) under ``torchrun``/``accelerate launch`` only when
+    told ``cpu=True``; without it every process of a CPU launch trains alone on the whole batch and all of
+    them write the same run folder.
+    """
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None:
+        return not accelerator.is_available()
+    return not torch.cuda.is_available()
+
+
+def distributed_state():
+    """Accelerate's process state (rank, world size, barriers), set up for this machine's devices."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=cpu_only())
+
+
 def cpu_has_amx_bf16() -> bool:
     try:
         with open("/proc/cpuinfo") as info:
@@ -128,7 +148,11 @@ class Trainer:
         self.config = config
         self.run = Path(run)
         self.method = method
-        self.accelerator = Accelerator(mixed_precision=resolve_mixed_precision(config.mixed_precision), gradient_accumulation_steps=config.grad_accum)
+        self.accelerator = Accelerator(
+            mixed_precision=resolve_mixed_precision(config.mixed_precision),
+            gradient_accumulation_steps=config.grad_accum,
+            cpu=cpu_only(),
+        )
         world = self.accelerator.num_processes
         micro = config.batch_size // config.grad_accum
         if micro % world:
