@@ -276,11 +276,16 @@ class Trainer:
                             log.write(json.dumps(record) + "\n")
                 if step % config.preview_every == 0 or step == config.steps:
                     self.preview(step)
+                path = None
                 if step % config.checkpoint_every == 0 or step == config.steps:
-                    self._checkpoint(step)
-                if stop.raised:
-                    bar.close()
                     path = self._checkpoint(step)
-                    raise Interrupted(step, path)
+                if stop.raised:
+                    self.accelerator.set_trigger()
+                # every process stops at the same step (a signal may reach the ranks of a launch a step
+                # apart; one rank checkpointing while another starts the next step's all-reduce would hang);
+                # a signal during the last step lets the run finish and export
+                if self.accelerator.check_trigger() and step < config.steps:
+                    bar.close()
+                    raise Interrupted(step, path or self._checkpoint(step))
         bar.close()
         return TrainResult(steps=step, seconds=time.perf_counter() - started, final_losses=losses, ema=self.ema)
