@@ -51,6 +51,9 @@ class EMA:
         missing = set(self.shadow) - {k[len("shadow."):] for k in state if k.startswith("shadow.")}
         if missing:
             raise KeyError(f"EMA state lacks {sorted(missing)[:3]}")
+        for name, shadow in self.shadow.items():
+            if state[f"shadow.{name}"].shape != shadow.shape:  # copy_ would broadcast some mismatches silently
+                raise ValueError(f"EMA tensor {name} is {tuple(state[f'shadow.{name}'].shape)}, expected {tuple(shadow.shape)}")
         for name in self.shadow:
             self.shadow[name].copy_(state[f"shadow.{name}"])
         self.updates = int(state["updates"])

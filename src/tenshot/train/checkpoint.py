@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import TenshotError
@@ -107,5 +108,5 @@ def load_checkpoint(path: Path) -> dict:
             "optimizer": optimizer_from_tensors(optimizer_tensors, metadata),
             "trainer": json.loads((path / "trainer.json").read_text()),
         }
-    except (OSError, KeyError, ValueError, json.JSONDecodeError) as error:
+    except (OSError, KeyError, ValueError, json.JSONDecodeError, SafetensorError) as error:
         raise TenshotError(f"{path}: unreadable checkpoint ({error})") from None

@@ -183,15 +183,24 @@ class Trainer:
             raise TenshotError(f"{self.run}: no checkpoint to resume from")
         step, path = checkpoints[-1]
         state = load_checkpoint(path)
-        names = set(self._trainable_state())
-        if set(state["trainable"]) != names:
+        trainable = self._trainable_state()
+        if set(state["trainable"]) != set(trainable):
             raise TenshotError(f"{path}: checkpoint does not match this method's trainable parameters")
+        for name, value in trainable.items():
+            if state["trainable"][name].shape != value.shape:
+                raise TenshotError(
+                    f"{path}: checkpoint does not match this method's trainable parameters "
+                    f"({name} is {tuple(state['trainable'][name].shape)}, the model's {tuple(value.shape)})"
+                )
+        try:
+            self.ema.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, ValueError, RuntimeError) as error:
+            raise TenshotError(f"{path}: checkpoint does not match this run ({error})") from None
         with torch.no_grad():
             for name, parameter in self.method.named_parameters():
-                if name in names:
+                if name in trainable:
                     parameter.copy_(state["trainable"][name])
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
         self.start_step = step
 
     def _checkpoint(self, step: int) -> Path:
