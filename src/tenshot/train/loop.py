@@ -98,6 +98,20 @@ def distributed_state():
     return PartialState(cpu=cpu_only())
 
 
+def _forget_single_process_precision(precision: str) -> None:
+    """Let one Python process train several runs at different precisions (the API in a notebook).
+
+    Accelerate keeps its state in a process-wide singleton and refuses a second ``Accelerator`` with another
+    ``mixed_precision``. In a single-process run nothing else holds that state between runs, so it is reset
+    (keeping the process state); a launched multi-process run trains once per process and is left alone.
+    """
+    from accelerate.state import AcceleratorState, DistributedType
+
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision") != precision and shared.get("distributed_type") == DistributedType.NO:
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def cpu_has_amx_bf16() -> bool:
     try:
         with open("/proc/cpuinfo") as info:
@@ -148,8 +162,10 @@ class Trainer:
         self.config = config
         self.run = Path(run)
         self.method = method
+        precision = resolve_mixed_precision(config.mixed_precision)
+        _forget_single_process_precision(precision)
         self.accelerator = Accelerator(
-            mixed_precision=resolve_mixed_precision(config.mixed_precision),
+            mixed_precision=precision,
             gradient_accumulation_steps=config.grad_accum,
             cpu=cpu_only(),
         )
