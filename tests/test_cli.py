@@ -1,0 +1,222 @@
+"""The ``tenshot`` command line, run as a user runs it: a subprocess, its exit status, stdout and stderr."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import VENV_BIN, cli_env, run_cli, write_images
+from tenshot import api
+from tenshot.config import PretrainConfig, TrainConfig
+
+SHOTS = Path(__file__).resolve().parents[1] / "src" / "tenshot" / "data" / "shots" / "openmoji.txt"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, image_folder) -> Path:
+    """A 16 px `tiny` run trained for 2 steps: a model to sample from and adapt."""
+    out = tmp_path_factory.mktemp("cli") / "source"
+    train = TrainConfig(steps=2, batch_size=4, mixed_precision="no", preview_count=0, checkpoint_every=2)
+    api.pretrain(PretrainConfig(data=str(image_folder), out=str(out), size=16, preset="tiny", train=train))
+    return out
+
+
+def test_help_lists_the_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    commands = result.stdout.split("Commands:")[1].split()
+    for name in ("pretrain", "adapt", "sample", "data"):
+        assert name in commands
+    status, stdout, _ = invoke(["data", "--help"])
+    assert status == 0 and "render" in stdout
+
+
+def test_pretrain_help_shows_defaults():
+    result = run_cli("pretrain", "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # click wraps long lines
+    for flag, default in [("--steps", "20000"), ("--batch-size", "32"), ("--lr", "0.001"), ("--seed", "0"),
+                          ("--mixed-precision", "auto"), ("--preset", "small"), ("--data", "emoji:noto"),
+                          ("--warmup-steps", "200"), ("--ema-beta", "0.999")]:
+        assert flag in text
+        assert f"[default: {default}]" in text.split(flag, 1)[1].split(" --", 1)[0], flag
+    adapt = " ".join(invoke(["adapt", "--help"])[1].split())
+    assert "[default: 300]" in adapt.split("--steps", 1)[1].split(" --", 1)[0]
+
+
+# --- bad input: exit status 2, one line on stderr, no traceback, nothing written -------------------
+
+
+def bad_inputs(root: Path, image_folder: Path, run: Path) -> dict[str, tuple[list[str], str, Path | None]]:
+    """name -> (argv, a piece of the expected message, a path that must not be created)."""
+    empty = root / "empty"
+    empty.mkdir()
+    with_text = write_images(root / "with-text", 2, 16)
+    (with_text / "notes.txt").write_text("hello")
+    truncated = write_images(root / "truncated", 2, 16)
+    noisy = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noisy).save(truncated / "broken.png")
+    data = (truncated / "broken.png").read_bytes()
+    (truncated / "broken.png").write_bytes(data[: len(data) // 2])
+    small = write_images(root / "small", 2, 8)
+    not_a_model = write_images(root / "pictures", 2, 16)
+    wrong_shape = root / "wrong-shape"
+    wrong_shape.mkdir()
+    for file in (run / "model").iterdir():
+        text = file.read_bytes()
+        if file.name == "config.json":
+            text = text.replace(b'"layers_per_block": 1', b'"layers_per_block": 2')
+        (wrong_shape / file.name).write_bytes(text)
+    corrupt = root / "corrupt"
+    corrupt.mkdir()
+    for file in (run / "model").iterdir():
+        (corrupt / file.name).write_bytes(file.read_bytes()[:200] if file.suffix == ".safetensors" else file.read_bytes())
+    taken = write_images(root / "taken", 1, 16)
+    pretrain = ["pretrain", "--size", "16", "--preset", "tiny", "--mixed-precision", "no"]
+    return {
+        "missing data": ([*pretrain, "--data", str(root / "nope"), "--out", str(root / "o1")], f"{root / 'nope'}: no such folder", root / "o1"),
+        "empty data": ([*pretrain, "--data", str(empty), "--out", str(root / "o2")], f"{empty}: the folder holds no images", root / "o2"),
+        "text file": ([*pretrain, "--data", str(with_text), "--out", str(root / "o3")], f"{with_text / 'notes.txt'}: not an image file", root / "o3"),
+        "truncated png": ([*pretrain, "--data", str(truncated), "--out", str(root / "o4")], f"{truncated / 'broken.png'}: not a readable image", root / "o4"),
+        "image too small": ([*pretrain, "--data", str(small), "--out", str(root / "o5")], "smaller than the model size 16", root / "o5"),
+        "steps 0": ([*pretrain, "--data", str(image_folder), "--steps", "0", "--out", str(root / "o6")], "steps must be at least 1, got 0", root / "o6"),
+        "negative lr": ([*pretrain, "--data", str(image_folder), "--lr", "-1", "--out", str(root / "o7")], "lr must be positive", root / "o7"),
+        "unknown emoji style": ([*pretrain, "--data", "emoji:nope", "--out", str(root / "o8")], "unknown emoji style", root / "o8"),
+        "sample not a model": (["sample", str(not_a_model), "--n", "2", "--out", str(root / "s1")], f"{not_a_model}: not a model", root / "s1"),
+        "sample no such model": (["sample", str(root / "nothing-here"), "--n", "2", "--out", str(root / "s2")], "no such model", root / "s2"),
+        "sample wrong shape": (["sample", str(wrong_shape), "--n", "2", "--out", str(root / "s3")], f"{wrong_shape}: not a loadable UNet2DModel", root / "s3"),
+        "sample corrupt weights": (["sample", str(corrupt), "--n", "2", "--out", str(root / "s4")], f"{corrupt}", root / "s4"),
+        "sample steps 0": (["sample", str(run), "--n", "2", "--steps", "0", "--out", str(root / "s5")], "at least 1", root / "s5"),
+        "adapt out not empty": (["adapt", "--source", str(run), "--target", str(image_folder), "--steps", "2", "--mixed-precision", "no", "--out", str(taken)],
+                                f"{taken}: folder exists and is not empty", None),
+        "adapt unknown option": (["adapt", "--source", str(run), "--target", str(image_folder), "--option", "no_such=1", "--out", str(root / "a2")],
+                                 "has no option 'no_such'", root / "a2"),
+        "render bad split": (["data", "render", "emoji:openmoji:shots", "--out", str(root / "r1")], "give the split with --split", root / "r1"),
+    }
+
+
+# A few run as real processes (interpreter start-up, logging set up by the libraries, the real exit
+# status); all of them run in-process through click's test runner, which is much cheaper.
+SUBPROCESS_CASES = ["missing data", "truncated png", "sample not a model", "steps 0"]
+BAD_CASES = [
+    "missing data", "empty data", "text file", "truncated png", "image too small", "steps 0", "negative lr",
+    "unknown emoji style", "sample not a model", "sample no such model", "sample wrong shape", "sample corrupt weights",
+    "sample steps 0", "adapt out not empty", "adapt unknown option", "render bad split",
+]
+
+
+@pytest.fixture(scope="module")
+def bad_cases(tmp_path_factory, image_folder, tiny_run):
+    return bad_inputs(tmp_path_factory.mktemp("bad"), image_folder, tiny_run)
+
+
+@pytest.fixture(scope="module")
+def subprocess_results(bad_cases):
+    """The subprocess cases, started at once (each is mostly interpreter start-up)."""
+    processes = {
+        name: subprocess.Popen([str(VENV_BIN / "tenshot"), *bad_cases[name][0]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+        for name in SUBPROCESS_CASES
+    }
+    results = {}
+    for name, process in processes.items():
+        stdout, stderr = process.communicate(timeout=300)
+        results[name] = (process.returncode, stdout, stderr)
+    return results
+
+
+def invoke(argv: list[str]) -> tuple[int, str, str]:
+    """``tenshot ARGV`` in this process: (exit status, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from tenshot.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in argv], catch_exceptions=True)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def check_bad_result(expected: str, not_created: Path | None, status: int, stdout: str, stderr: str) -> None:
+    assert status == 2, (stdout, stderr)
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+    assert "Traceback" not in stderr + stdout
+    if not_created is not None:
+        assert not not_created.exists(), f"{not_created} was written"
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_input_is_one_line_and_status_2(bad_cases, case):
+    argv, expected, not_created = bad_cases[case]
+    check_bad_result(expected, not_created, *invoke(argv))
+
+
+@pytest.mark.parametrize("case", SUBPROCESS_CASES)
+def test_bad_input_in_a_real_process(bad_cases, subprocess_results, case):
+    _, expected, not_created = bad_cases[case]
+    check_bad_result(expected, not_created, *subprocess_results[case])
+
+
+def test_bad_input_cases_are_all_checked(bad_cases):
+    assert set(bad_cases) == set(BAD_CASES)
+
+
+# --- what the commands write -----------------------------------------------------------------------
+
+
+def test_sample_writes_numbered_pngs_and_a_grid(tiny_run, tmp_path):
+    out = tmp_path / "samples" / "s"
+    result = run_cli("sample", tiny_run, "--n", "5", "--steps", "2", "--batch-size", "2", "--seed", "3", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [f"{k:06d}.png" for k in range(5)]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["s", "s.png"]  # nothing else beside it either
+    with Image.open(out / "000000.png") as image:
+        assert image.size == (16, 16) and image.mode == "RGB"
+    assert Image.open(out.parent / "s.png").size[0] > 16 * 2
+    assert str(out) in result.stdout
+    # the same seed gives the same images, whatever the batch size
+    again = tmp_path / "again"
+    status, stdout, stderr = invoke(["sample", tiny_run, "--n", "5", "--steps", "2", "--batch-size", "5", "--seed", "3", "--out", again])
+    assert status == 0, stderr
+    for k in range(5):
+        assert np.array_equal(np.asarray(Image.open(out / f"{k:06d}.png")), np.asarray(Image.open(again / f"{k:06d}.png")))
+    # an existing non-empty --out is refused, and left as it was
+    status, _, stderr = invoke(["sample", tiny_run, "--n", "2", "--steps", "2", "--out", out])
+    assert status == 2 and len(stderr.splitlines()) == 1 and "not empty" in stderr
+    assert len(list(out.iterdir())) == 5
+
+
+def test_adapt_writes_a_run(tiny_run, image_folder, tmp_path):
+    out = tmp_path / "adapted"
+    flags = ["adapt", "--source", tiny_run, "--target", image_folder, "--steps", "2", "--batch-size", "4",
+             "--mixed-precision", "no", "--checkpoint-every", "1", "--preview-every", "2", "--out", out]
+    status, stdout, stderr = invoke(flags)
+    assert status == 0, stderr
+    assert str(out / "model") in stdout
+    assert {p.name for p in out.iterdir()} >= {"config.yaml", "model", "checkpoints", "samples", "log.jsonl"}
+    assert (out / "model" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (out / "samples" / "step-2.png").is_file()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-1", "step-2"]
+    status, stdout, stderr = invoke([*flags[:5], "--steps", "3", *flags[7:], "--resume"])
+    assert status == 0, stderr
+    assert "(3 steps" in stdout
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-3"]
+
+
+def test_data_render_writes_the_shots(tmp_path):
+    out = tmp_path / "shots"
+    result = run_cli("data", "render", "emoji:openmoji", "--split", "shots", "--out", out)
+    if result.returncode == 2 and "needs" in result.stderr:
+        pytest.skip(result.stderr.strip())
+    assert result.returncode == 0, result.stderr
+    committed = [line.strip() for line in SHOTS.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{name}.png" for name in committed)
+    assert len(committed) == 10
+    for path in out.iterdir():
+        with Image.open(path) as image:
+            assert image.size == (32, 32) and image.mode == "RGB"
