@@ -307,3 +307,12 @@ def test_render_cache_keeps_a_folder_another_process_finished(tmp_path, monkeypa
     assert sorted(p.name for p in folder.iterdir()) == [".complete", "1f600.png", "being-read.txt"]
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no staging folder left behind
     assert emoji.rendered_folder("openmoji", 16) == folder and len(calls) == 2  # cached from now on
+
+
+def test_source_style_has_no_shots_and_says_so_before_rendering(tmp_path, monkeypatch):
+    from tenshot.data import emoji
+
+    monkeypatch.setenv("TENSHOT_CACHE", str(tmp_path))
+    monkeypatch.setattr(emoji, "render_style", lambda style, size: pytest.fail("rendered before failing"))
+    with pytest.raises(TenshotError, match="no committed shots"):
+        domain_files("emoji:noto:shots", 32)

@@ -234,6 +234,8 @@ def split_files(style: str, size: int, split: str) -> list[Path]:
     """The rendered files of ``emoji:STYLE:SPLIT`` at ``size``, sorted by name."""
     if split not in SPLITS:
         raise TenshotError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
+    if split == "shots":
+        committed_shots(style)  # a source style has none: say so before rendering thousands of emoji
     folder = rendered_folder(style, size)
     names = sorted(path.stem for path in folder.glob("*.png"))
     return [folder / f"{name}.png" for name in split_names(style, names, split)]
