@@ -388,6 +388,7 @@ def test_map_time():
     linear = NoiseSchedule(schedule_config())
     cosine = NoiseSchedule(schedule_config(beta_schedule="squaredcos_cap_v2"))
     assert [linear.map_time(t, linear) for t in range(1000)] == list(range(1000))
+    assert linear.map_time(-1, cosine) == -1 and cosine.map_time(-1, linear) == -1  # the clean image stays clean
     assert [cosine.map_time(t, cosine) for t in range(1000)] == list(range(1000))
     for t in (0, 10, 100, 250, 500, 750, 900, 999):
         mapped = cosine.map_time(t, linear)

@@ -133,8 +133,13 @@ class NoiseSchedule:
         return int(torch.argmin((self.alphas_cumprod - abar).abs()))
 
     def map_time(self, t: int, other: NoiseSchedule) -> int:
-        """A time ``t`` of ``other``'s schedule moved to this one by equal ``abar`` (METHODS.md rule 2)."""
-        return self.time_at_abar(float(other.alphas_cumprod[t]))
+        """A time ``t`` of ``other``'s schedule moved to this one by equal ``abar`` (METHODS.md rule 2).
+
+        ``t = -1``, the clean image (``abar = 1``) in the samplers' convention, stays ``-1``.
+        """
+        if t < 0:
+            return -1
+        return self.time_at_abar(float(other.abar(t)))
 
 
 def default_scheduler_config(prediction_type: str = "v_prediction") -> dict[str, Any]:
