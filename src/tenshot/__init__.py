@@ -15,4 +15,8 @@ def __getattr__(name):
         from . import api
 
         return getattr(api, name)
+    if name == "evaluate":
+        from .metrics.evaluate import evaluate
+
+        return evaluate
     raise AttributeError(name)

@@ -198,5 +198,33 @@ def render(domain, size, split, out):
     click.echo(f"{len(files)} images: {target}")
 
 
+from .config import EvaluateConfig  # noqa: E402  (kept inside the evaluate block)
+
+EVALUATE = EvaluateConfig()
+
+
+@main.command()
+@click.argument("samples")
+@click.option("--reference", required=True, help="Folder of real images or emoji:STYLE[:SPLIT] (default split reference).")
+@click.option("--shots", default=None, help="Folder of the shots or emoji:STYLE[:SPLIT] (default split shots); adds the shot-based metrics.")
+@click.option("--features", default=",".join(EVALUATE.features), show_default=True, help="Comma list of feature networks: el0, and the optional inception, clip, vgg.")
+@click.option("--n", type=int, default=None, help="First N images of a folder (default all), or N samples of a model (default 1000).")
+@click.option("--size", type=int, default=None, help="Size every image set is loaded at (default: the samples' size; 32 for emoji samples).")
+@click.option("--steps", type=int, default=EVALUATE.steps, show_default=True, help="DDIM steps when SAMPLES is a model.")
+@click.option("--seed", type=int, default=EVALUATE.seed, show_default=True, help="Sampling seed when SAMPLES is a model.")
+@click.option("--batch-size", type=int, default=EVALUATE.batch_size, show_default=True)
+@click.option("--out", required=True, help="metrics.json to write.")
+def evaluate(samples, features, **values):
+    """Score SAMPLES (image folder, emoji:STYLE[:SPLIT], or a model to sample from) with FID/KID/precision/recall
+    on EL0 features, intra-cluster diversity and nearest-shot distances (with --shots), and SWD."""
+    from .metrics.evaluate import evaluate as run_evaluate
+
+    names = [name.strip() for name in features.split(",") if name.strip()]
+    result = run_evaluate(EvaluateConfig(samples=samples, features=names, **values), progress=True)
+    for key, value in result.metrics.items():
+        click.echo(f"{key:<18} {value:>10}" if isinstance(value, int) else f"{key:<18} {value:>10.4f}")
+    click.echo(f"metrics: {result.path} ({result.seconds:.0f} s)")
+
+
 if __name__ == "__main__":
     main()

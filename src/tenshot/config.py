@@ -172,3 +172,44 @@ class DemoConfig:
     n: int = 64
     sample_steps: int = 25
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=8, lr=1e-4, checkpoint_every=100, preview_every=100))
+
+
+FEATURE_NETWORKS = ("el0", "inception", "clip", "vgg")
+EVALUATE_MIN_IMAGES = 4  # the k-NN radii of precision/recall (k = 3) need k + 1 images
+
+
+@dataclass
+class EvaluateConfig:
+    """``tenshot evaluate``: score samples against reference images (and shots) with the metrics of DESIGN.md.
+
+    ``samples`` is a folder of images, ``emoji:STYLE[:SPLIT]`` (split ``all`` by default) or a model to
+    sample ``n`` images from (run folder, diffusers folder, asset name or hub id). ``n`` takes the first
+    ``n`` images of a folder (default all) or draws ``n`` samples (default 1000). Every image set is
+    loaded at ``size`` px (default: the samples' size).
+    """
+
+    samples: str = "samples"
+    reference: str = "emoji:noto"
+    shots: str | None = None
+    features: list[str] = field(default_factory=lambda: ["el0"])
+    n: int | None = None
+    size: int | None = None
+    steps: int = 25
+    seed: int = 0
+    batch_size: int = 50
+    out: str | None = None
+
+    def validate(self) -> None:
+        unknown = [name for name in self.features if name not in FEATURE_NETWORKS]
+        if unknown or not self.features:
+            raise TenshotError(f"features must be a comma list of {', '.join(FEATURE_NETWORKS)}, got {','.join(self.features)!r}")
+        if len(set(self.features)) != len(self.features):
+            raise TenshotError(f"features lists a network twice: {','.join(self.features)}")
+        if "vgg" in self.features and not self.shots:
+            raise TenshotError("features vgg computes intra-lpips-vgg, which needs --shots")
+        if self.n is not None and self.n < EVALUATE_MIN_IMAGES:
+            raise TenshotError(f"n must be at least {EVALUATE_MIN_IMAGES}, got {self.n}")
+        if self.size is not None and not 16 <= self.size <= 1024:
+            raise TenshotError(f"size must be between 16 and 1024, got {self.size}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise TenshotError("steps and batch-size must be at least 1")
