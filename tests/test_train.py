@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +49,19 @@ def assert_same_run(a: Path, b: Path, step: int) -> None:
     assert assert_same_tensors(a / WEIGHTS, b / WEIGHTS) > 10
     for name in CHECKPOINT_FILES:
         assert_same_tensors(a / "checkpoints" / f"step-{step}" / name, b / "checkpoints" / f"step-{step}" / name)
+
+
+def test_resume_drops_log_lines_written_after_the_checkpoint(image_folder, tmp_path):
+    """A hard kill after step 6's checkpoint but past it in the log must not leave duplicate steps."""
+    run = tmp_path / "run"
+    api.pretrain(pretrain_config(image_folder, run, 6, checkpoint_every=3, keep_checkpoints=3))
+    for step in (4, 5, 6):
+        checkpoint = run / "checkpoints" / f"step-{step}"
+        if checkpoint.exists():
+            shutil.rmtree(checkpoint)
+    api.pretrain(pretrain_config(image_folder, run, 8, checkpoint_every=3, keep_checkpoints=3), resume=True)
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))
 
 
 @pytest.mark.parametrize("grad_accum", [1, 2])

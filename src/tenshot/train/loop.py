@@ -147,6 +147,16 @@ class BatchStream:
         return self.images[indices]
 
 
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint a run resumes from (a hard kill leaves some behind)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        path.write_text("".join(kept))
+
+
 def _flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     mask = torch.rand(images.shape[0], generator=generator) < 0.5
     return torch.where(mask[:, None, None, None], images.flip(-1), images)
@@ -218,6 +228,8 @@ class Trainer:
                 if name in trainable:
                     parameter.copy_(state["trainable"][name])
         self.start_step = step
+        if self.is_main:
+            _truncate_log(self.run / "log.jsonl", step)
 
     def _checkpoint(self, step: int) -> Path:
         path = self.run / "checkpoints" / f"step-{step}"
