@@ -369,3 +369,37 @@ def test_evaluate_bad_input_exits_2_with_one_line(case, sets, tmp_path, monkeypa
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert not (tmp_path / "m.json").exists()
+
+
+def test_evaluate_samples_a_model_first(sets, tmp_path):
+    import torch
+
+    from tenshot.api import generate
+    from tenshot.metrics.evaluate import load_samples
+    from tenshot.models.unet import load_model, new_model, save_model
+
+    torch.manual_seed(0)
+    folder = save_model(new_model("tiny", 16), tmp_path / "model")
+    config = EvaluateConfig(samples=str(folder), reference=str(sets["reference"]), n=4, steps=2, seed=3)
+    images, settings = load_samples(config)
+    with torch.no_grad():
+        expected = generate(load_model(folder), 4, steps=2, seed=3)
+    np.testing.assert_array_equal(images, expected)
+    assert settings == {"sampler": "ddim", "sampling-steps": 2, "sampling-seed": 3}
+    result = evaluate(config)
+    assert result.settings["samples"] == 4 and result.settings["size"] == 16
+
+
+def test_copies_of_the_shots_are_near_copies(sets, tmp_path):
+    import shutil
+
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    for index, shot in enumerate(sorted(sets["shots"].iterdir()) * 2):
+        shutil.copyfile(shot, copies / f"{index:03d}.png")
+    result = evaluate(EvaluateConfig(samples=str(copies), reference=str(sets["reference"]), shots=str(sets["shots"])))
+    assert result.settings["near-copy-threshold"] > 0
+    assert result.metrics["near-copy-share"] == 1.0
+    assert result.metrics["nearest-shot-el0"] == pytest.approx(0.0, abs=1e-6)
+    assert result.metrics["small-clusters"] == 0
+    assert result.metrics["intra-lpips-el0"] == pytest.approx(0.0, abs=1e-6)
