@@ -76,6 +76,8 @@ def bad_inputs(root: Path, image_folder: Path, run: Path) -> dict[str, tuple[lis
     for file in (run / "model").iterdir():
         (corrupt / file.name).write_bytes(file.read_bytes()[:200] if file.suffix == ".safetensors" else file.read_bytes())
     taken = write_images(root / "taken", 1, 16)
+    a_file = root / "a-file.txt"
+    a_file.write_text("in the way")
     pretrain = ["pretrain", "--size", "16", "--preset", "tiny", "--mixed-precision", "no"]
     return {
         "missing data": ([*pretrain, "--data", str(root / "nope"), "--out", str(root / "o1")], f"{root / 'nope'}: no such folder", root / "o1"),
@@ -95,6 +97,8 @@ def bad_inputs(root: Path, image_folder: Path, run: Path) -> dict[str, tuple[lis
                                 f"{taken}: folder exists and is not empty", None),
         "adapt unknown option": (["adapt", "--source", str(run), "--target", str(image_folder), "--option", "no_such=1", "--out", str(root / "a2")],
                                  "has no option 'no_such'", root / "a2"),
+        "sample out is a file": (["sample", str(run), "--n", "2", "--out", str(a_file)], f"{a_file}: exists and is not a folder", None),
+        "pretrain out is a file": ([*pretrain, "--data", str(image_folder), "--out", str(a_file)], f"{a_file}: exists and is not a folder", None),
         "render bad split": (["data", "render", "emoji:openmoji:shots", "--out", str(root / "r1")], "give the split with --split", root / "r1"),
     }
 
@@ -105,7 +109,8 @@ SUBPROCESS_CASES = ["missing data", "truncated png", "sample not a model", "step
 BAD_CASES = [
     "missing data", "empty data", "text file", "truncated png", "image too small", "steps 0", "negative lr",
     "unknown emoji style", "sample not a model", "sample no such model", "sample wrong shape", "sample corrupt weights",
-    "sample steps 0", "adapt out not empty", "adapt unknown option", "render bad split",
+    "sample steps 0", "adapt out not empty", "adapt unknown option", "render bad split", "sample out is a file",
+    "pretrain out is a file",
 ]
 
 

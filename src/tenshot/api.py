@@ -34,6 +34,13 @@ class SampleResult:
     seconds: float
 
 
+def _occupied(out: Path) -> bool:
+    """True for a non-empty folder; a file in the way is an error."""
+    if out.exists() and not out.is_dir():
+        raise TenshotError(f"{out}: exists and is not a folder")
+    return out.exists() and any(out.iterdir())
+
+
 def _prepare_run(out: Path, config, resume: bool) -> None:
     """A new run needs an absent or empty folder; a resumed one the same config (``train.steps`` may grow).
 
@@ -56,7 +63,7 @@ def _prepare_run(out: Path, config, resume: bool) -> None:
             changed = sorted(k for k in current if current[k] != previous.get(k))
             raise TenshotError(f"{out}: --resume needs the same settings as the run (changed: {', '.join(changed)})")
         current["train"]["steps"] = current_steps
-    elif out.exists() and any(out.iterdir()):
+    elif _occupied(out):
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out or pass --resume")
     state.wait_for_everyone()
     if state.is_main_process:
@@ -159,7 +166,7 @@ def write_samples(images: np.ndarray, out: Path) -> tuple[Path, Path]:
     """Fill ``out`` with ``000000.png``, ... (and nothing else) and write the grid beside it as ``out.png``."""
     from .data.images import make_grid, save_png
 
-    if out.exists() and any(out.iterdir()):
+    if _occupied(out):
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -181,7 +188,7 @@ def sample(config: SampleConfig, progress: bool = False) -> SampleResult:
 
     config.validate()
     out = Path(config.out)
-    if out.exists() and any(out.iterdir()):
+    if _occupied(out):
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
     model = load_model(config.model)
     started = time.perf_counter()

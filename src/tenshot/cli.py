@@ -5,13 +5,14 @@ Heavy modules (torch, diffusers) are imported inside commands so ``tenshot --hel
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from .config import AdaptConfig, DemoConfig, PretrainConfig, SampleConfig, TrainConfig
-from .errors import TenshotError
+from .errors import Interrupted, TenshotError
 
 
 def _training_options(defaults: TrainConfig):
@@ -32,6 +33,7 @@ def _training_options(defaults: TrainConfig):
             click.option("--checkpoint-every", type=int, default=defaults.checkpoint_every, show_default=True, help="Steps between checkpoints."),
             click.option("--keep-checkpoints", type=int, default=defaults.keep_checkpoints, show_default=True, help="Checkpoints kept."),
             click.option("--preview-every", type=int, default=defaults.preview_every, show_default=True, help="Steps between fixed-noise sample grids."),
+            click.option("--preview-count", type=int, default=defaults.preview_count, show_default=True, help="Images per preview grid (0: no previews)."),
             click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
         ]
         for option in reversed(options):
@@ -49,12 +51,16 @@ def _train_config(defaults: TrainConfig, values: dict) -> TrainConfig:
     return config
 
 
+def _echo_main(text: str) -> None:
+    """Print once per job: only on rank 0 under torchrun or accelerate launch."""
+    if os.environ.get("RANK", "0") == "0":
+        click.echo(text)
+
+
 class TenshotGroup(click.Group):
     """Turns :class:`TenshotError` into one line on stderr and exit status 2."""
 
     def invoke(self, ctx):
-        from .train.loop import Interrupted
-
         try:
             return super().invoke(ctx)
         except TenshotError as error:
@@ -80,7 +86,7 @@ PRETRAIN = PretrainConfig()
 @click.option("--preset", type=click.Choice(["tiny", "small", "base"]), default=PRETRAIN.preset, show_default=True, help="UNet2DModel preset.")
 @click.option("--prediction-type", type=click.Choice(["epsilon", "sample", "v_prediction"]), default=PRETRAIN.prediction_type, show_default=True)
 @click.option("--snr-gamma", type=float, default=PRETRAIN.snr_gamma, show_default=True, help="Min-SNR loss weight (0: plain MSE).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--out", required=True, help="Run folder.")
 @_training_options(PRETRAIN.train)
 def pretrain(**values):
     """Train a diffusion UNet from scratch on a source domain."""
@@ -90,7 +96,7 @@ def pretrain(**values):
     train = _train_config(PRETRAIN.train, values)
     config = PretrainConfig(train=train, **values)
     result = api.pretrain(config, resume=resume)
-    click.echo(f"model: {result.model}\nrun: {result.run} ({result.steps} steps, {result.seconds:.0f} s)")
+    _echo_main(f"model: {result.model}\nrun: {result.run} ({result.steps} steps, {result.seconds:.0f} s)")
 
 
 ADAPT = AdaptConfig()
@@ -113,7 +119,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--target", default=ADAPT.target, show_default=True, help="Folder of target images or emoji:STYLE[:SPLIT] (default split shots).")
 @click.option("--method", type=click.Choice(["finetune", "domainstudio"]), default=ADAPT.method, show_default=True, help="Adaptation method.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A method option (repeatable), e.g. snr_gamma=0.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--out", required=True, help="Run folder.")
 @_training_options(ADAPT.train)
 def adapt(**values):
     """Adapt a source model to a few target images. Defaults fit about 5 minutes at 32 px on 2 CPU cores."""
@@ -123,7 +129,7 @@ def adapt(**values):
     train = _train_config(ADAPT.train, values)
     config = AdaptConfig(train=train, options=_parse_options(values.pop("options")), **values)
     result = api.adapt(config, resume=resume)
-    click.echo(f"model: {result.model}\nrun: {result.run} ({result.steps} steps, {result.seconds:.0f} s)")
+    _echo_main(f"model: {result.model}\nrun: {result.run} ({result.steps} steps, {result.seconds:.0f} s)")
 
 
 SAMPLE = SampleConfig()
@@ -137,7 +143,7 @@ SAMPLE = SampleConfig()
 @click.option("--eta", type=float, default=SAMPLE.eta, show_default=True, help="DDIM eta (0: deterministic).")
 @click.option("--seed", type=int, default=SAMPLE.seed, show_default=True, help="Image k uses seed (seed, k) at any batch size.")
 @click.option("--batch-size", type=int, default=SAMPLE.batch_size, show_default=True)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for 000000.png, ...; the grid goes to OUT.png.")
+@click.option("--out", required=True, help="Folder for 000000.png, ...; the grid goes to OUT.png.")
 def sample(model, **values):
     """Draw images from MODEL (run folder, diffusers folder, asset name or hub id)."""
     from . import api
@@ -179,7 +185,7 @@ def data():
 @click.argument("domain")
 @click.option("--size", type=int, default=32, show_default=True)
 @click.option("--split", type=click.Choice(["all", "shots", "train", "reference"]), default="all", show_default=True)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write PNGs into.")
+@click.option("--out", required=True, help="Folder to write PNGs into.")
 def render(domain, size, split, out):
     """Write the images of DOMAIN (emoji:STYLE) as PNGs named by codepoints."""
     import shutil
@@ -192,6 +198,8 @@ def render(domain, size, split, out):
         raise TenshotError(f"{domain}: give the split with --split, not in the domain")
     files = domain_files(f"{domain}:{split}", size)
     target = Path(out)
+    if target.exists() and not target.is_dir():
+        raise TenshotError(f"{target}: exists and is not a folder")
     target.mkdir(parents=True, exist_ok=True)
     for file in files:
         shutil.copyfile(file, target / file.name)

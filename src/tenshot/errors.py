@@ -1,7 +1,15 @@
-"""The one user-facing error type: a message, exit status 2, no traceback."""
+"""User-facing outcomes: TenshotError (a message, exit status 2, no traceback) and Interrupted (exit 130)."""
 
 
 class TenshotError(Exception):
     """A failure the user can fix; the CLI prints ``error: <message>`` and exits with status 2."""
 
     exit_code = 2
+
+
+class Interrupted(Exception):
+    """Training stopped by SIGINT/SIGTERM after writing a checkpoint at ``step``."""
+
+    def __init__(self, step: int, path):
+        super().__init__(f"interrupted: checkpoint of step {step} written to {path}; continue with --resume")
+        self.step = step

@@ -21,18 +21,10 @@ import torch
 from ..config import TrainConfig
 from ..data.images import make_grid, save_png, to_tensor, to_uint8
 from ..diffusion.samplers import ddim_sample, derive_seed, randn, sample_generators
-from ..errors import TenshotError
+from ..errors import Interrupted, TenshotError
 from ..methods.base import Batch, Method
 from ..models.ema import EMA
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-
-
-class Interrupted(Exception):
-    """Training stopped by SIGINT/SIGTERM after writing a checkpoint at ``step``."""
-
-    def __init__(self, step: int, path: Path):
-        super().__init__(f"interrupted: checkpoint of step {step} written to {path}; continue with --resume")
-        self.step = step
 
 
 @dataclass
