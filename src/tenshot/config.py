@@ -171,7 +171,7 @@ class DemoConfig:
     out: str = ""
     n: int = 64
     sample_steps: int = 25
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, batch_size=8, lr=1e-4, checkpoint_every=100, preview_every=100))
+    train: TrainConfig = field(default_factory=lambda: AdaptConfig().train)
 
 
 FEATURE_NETWORKS = ("el0", "inception", "clip", "vgg")
