@@ -42,10 +42,7 @@ def test_el0_has_the_imagenet_weights(el0):
 
     from tenshot.data import emoji
 
-    try:
-        font = ImageFont.truetype(str(emoji.noto_font_path()), emoji.NOTO_FONT_SIZE)
-    except TenshotError:
-        pytest.skip("Noto Color Emoji is not installed")
+    font = ImageFont.truetype(str(emoji.noto_font_path()), emoji.NOTO_FONT_SIZE)
     image = np.asarray(emoji.finish(emoji._glyph_canvas(font, "\U0001f3b8"), 224))[None]
     logits = el0.net(preprocess(image))
     assert int(logits.argmax()) == 546

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from conftest import REPO, VENV_BIN, cli_env, write_images
+from conftest import REPO, VENV_BIN, cli_env
 from tenshot import api
 from tenshot.config import PretrainConfig, TrainConfig, load_yaml
 from tenshot.errors import TenshotError
