@@ -29,6 +29,13 @@ class Method(torch.nn.Module):
     name = "method"
     model: DiffusionModel
 
+    def __init__(self, model: DiffusionModel, options):
+        """Registers the UNet being adapted as ``self.unet`` and keeps the method's options."""
+        super().__init__()
+        self.model = model
+        self.unet = model.unet
+        self.options = options
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 

@@ -163,10 +163,7 @@ class DomainStudio(Method):
     name = "domainstudio"
 
     def __init__(self, model: DiffusionModel, options: DomainStudioOptions | None = None):
-        super().__init__()
-        self.model = model
-        self.unet = model.unet
-        self.options = options or DomainStudioOptions()
+        super().__init__(model, options or DomainStudioOptions())
         self.settings = self.options.resolved()
         self.source = copy.deepcopy(model.unet).requires_grad_(False).eval()
         self.unet.requires_grad_(True)

@@ -25,10 +25,7 @@ class FineTune(Method):
     name = "finetune"
 
     def __init__(self, model: DiffusionModel, options: FineTuneOptions | None = None):
-        super().__init__()
-        self.model = model
-        self.unet = model.unet
-        self.options = options or FineTuneOptions()
+        super().__init__(model, options or FineTuneOptions())
         self.unet.requires_grad_(True)
 
     def losses(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
