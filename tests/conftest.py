@@ -35,7 +35,7 @@ def image_folder(tmp_path_factory) -> Path:
 def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("OMP_NUM_THREADS", "1")
+    env["OMP_NUM_THREADS"] = "1"  # the in-process runs of the tests use one thread too (conftest)
     env.update(extra)
     return env
 

@@ -323,7 +323,9 @@ def tiny_model():
 @pytest.mark.parametrize("sampler,eta", [("ddim", 0.0), ("ddim", 1.0), ("ddpm", 0.0)])
 def test_sample_k_of_seed_s_is_independent_of_batch_size(tiny_model, sampler, eta):
     from tenshot.api import generate
+    from tenshot.methods.finetune import FineTune
 
+    tiny_model = FineTune(tiny_model).eval()
     runs = {bs: generate(tiny_model, 8, steps=4, sampler=sampler, eta=eta, seed=5, batch_size=bs) for bs in (1, 3, 8)}
     assert runs[1].shape == (8, 16, 16, 3) and runs[1].dtype == np.uint8
     assert np.array_equal(runs[1], runs[3]) and np.array_equal(runs[1], runs[8])

@@ -375,6 +375,7 @@ def test_evaluate_samples_a_model_first(sets, tmp_path):
     import torch
 
     from tenshot.api import generate
+    from tenshot.methods.finetune import FineTune
     from tenshot.metrics.evaluate import load_samples
     from tenshot.models.unet import load_model, new_model, save_model
 
@@ -383,7 +384,7 @@ def test_evaluate_samples_a_model_first(sets, tmp_path):
     config = EvaluateConfig(samples=str(folder), reference=str(sets["reference"]), n=4, steps=2, seed=3)
     images, settings = load_samples(config)
     with torch.no_grad():
-        expected = generate(load_model(folder), 4, steps=2, seed=3)
+        expected = generate(FineTune(load_model(folder)), 4, steps=2, seed=3)
     np.testing.assert_array_equal(images, expected)
     assert settings == {"sampler": "ddim", "sampling-steps": 2, "sampling-seed": 3}
     result = evaluate(config)

@@ -124,6 +124,7 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> RunResult:
 def adapt(config: AdaptConfig, resume: bool = False) -> RunResult:
     """Adapt ``config.source`` to the images of ``config.target`` with ``config.method``."""
     from .data import load_domain
+    from .data.images import to_tensor
     from .methods import build_method
     from .models.unet import load_model
 
@@ -132,31 +133,28 @@ def adapt(config: AdaptConfig, resume: bool = False) -> RunResult:
     model = load_model(config.source)
     images = load_domain(config.target, model.size, default_split="shots", minimum=1)
     method = build_method(config.method, model, config.options)
+    method.setup(to_tensor(images))
     _prepare_run(out, config, resume)
     return _train_and_export(method, images, config.train, out, resume)
 
 
-def generate(model, n: int, *, steps: int = 25, sampler: str = "ddim", eta: float = 0.0, seed: int = 0, batch_size: int = 64, start: int = 0, progress: bool = False) -> np.ndarray:
-    """``n`` images as uint8 ``(n, H, W, 3)``; image k uses seed ``(seed, start + k)`` whatever ``batch_size``."""
+def generate(method, n: int, *, steps: int = 25, sampler: str = "ddim", eta: float = 0.0, seed: int = 0, batch_size: int = 64, start: int = 0, progress: bool = False) -> np.ndarray:
+    """``n`` images as uint8 ``(n, H, W, 3)`` from ``method.sample`` (:func:`tenshot.methods.load_for_sampling`);
+    image k uses seed ``(seed, start + k)`` whatever ``batch_size``."""
     from tqdm.auto import tqdm
 
     from .data.images import to_uint8
-    from .diffusion.samplers import ddim_sample, ddpm_sample, randn, sample_generators
+    from .diffusion.samplers import randn, sample_generators
 
-    size = model.size
-    timesteps = model.schedule.timesteps(steps)
-    denoiser = model.denoiser()
-    device = next(model.unet.parameters()).device
+    size = method.model.size
+    device = next(method.model.unet.parameters()).device
     chunks = []
     with tqdm(total=n, disable=not progress, desc="sample", unit="img", dynamic_ncols=True) as bar:
         for first in range(0, n, batch_size):
             indices = range(start + first, start + min(first + batch_size, n))
             generators = sample_generators(seed, indices)
-            x = randn((len(indices), 3, size, size), generators, device)
-            if sampler == "ddim":
-                images = ddim_sample(denoiser, x, timesteps, eta=eta, generator=generators)
-            else:
-                images = ddpm_sample(denoiser, x, timesteps, generator=generators)
+            noise = randn((len(indices), 3, size, size), generators, device)
+            images = method.sample(noise, steps=steps, sampler=sampler, eta=eta, generators=generators)
             chunks.append(to_uint8(images))
             bar.update(len(indices))
     return np.concatenate(chunks)
@@ -184,16 +182,16 @@ def sample(config: SampleConfig, progress: bool = False) -> SampleResult:
     """Draw ``config.n`` images from a model or run into ``config.out``."""
     import time
 
-    from .models.unet import load_model
+    from .methods import load_for_sampling
 
     config.validate()
     out = Path(config.out)
     if _occupied(out):
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
-    model = load_model(config.model)
+    method = load_for_sampling(config.model)
     started = time.perf_counter()
     with torch.no_grad():
-        images = generate(model, config.n, steps=config.steps, sampler=config.sampler, eta=config.eta, seed=config.seed, batch_size=config.batch_size, progress=progress)
+        images = generate(method, config.n, steps=config.steps, sampler=config.sampler, eta=config.eta, seed=config.seed, batch_size=config.batch_size, progress=progress)
     seconds = time.perf_counter() - started
     folder, grid = write_samples(images, out)
     return SampleResult(folder=folder, grid=grid, count=len(images), seconds=seconds)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Callable
+
+import torch
 
 from ..errors import TenshotError
 from ..models.unet import DiffusionModel
@@ -35,4 +38,30 @@ def build_method(name: str, model: DiffusionModel, values: dict[str, Any]) -> Me
     return builder(model, method_options(name, values))
 
 
-__all__ = ["Batch", "METHODS", "Method", "build_method", "method_options"]
+def load_for_sampling(reference: str | Path, device: str | torch.device = "cpu") -> Method:
+    """What ``sample`` and ``evaluate`` draw from: a run folder through its own method (its ``config.yaml``
+    names the method and options, ``model/`` holds the averaged weights, ``method.safetensors`` the method's
+    tensors); any other model reference through plain fine-tuning's sampler (DDIM or DDPM of the UNet)."""
+    import yaml
+    from safetensors.torch import load_file
+
+    from ..models.unet import load_model
+
+    model = load_model(reference, device)
+    run = Path(reference)
+    saved = run / "config.yaml"
+    name, options = "finetune", {}
+    if run.is_dir() and saved.is_file():
+        try:
+            config = yaml.safe_load(saved.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise TenshotError(f"{saved}: unreadable config ({error})") from None
+        if isinstance(config, dict) and "method" in config:
+            name, options = config["method"], config.get("options") or {}
+    method = build_method(name, model, options)
+    extra = run / "method.safetensors"
+    method.load_extra_tensors(load_file(extra, device=str(device)) if run.is_dir() and extra.is_file() else {})
+    return method.to(device).eval()
+
+
+__all__ = ["Batch", "METHODS", "Method", "build_method", "load_for_sampling", "method_options"]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import TenshotError
 from ..models.unet import DiffusionModel
 
 
@@ -21,9 +22,11 @@ class Batch:
 class Method(torch.nn.Module):
     """A trainable adaptation of a diffusion model.
 
-    Subclasses set ``self.model`` (the :class:`DiffusionModel` being adapted, whose UNet is registered as a
-    submodule) and implement :meth:`losses`. The trainer optimises ``losses(...)["total"]``, logs the rest,
-    keeps an EMA of :meth:`averaged_module` and saves :meth:`export` at the end.
+    Subclasses implement :meth:`losses`. The trainer optimises ``losses(...)["total"]``, logs the rest, keeps
+    an EMA of :meth:`averaged_module`, and at the end saves the averaged module as the run's ``model/`` and
+    :meth:`extra_tensors` as ``method.safetensors``. A run is loaded back for sampling by building the method
+    on ``model/`` with the run's options, then :meth:`setup` is skipped and :meth:`load_extra_tensors` restores
+    what :meth:`extra_tensors` saved; :meth:`sample` is the method's own generation procedure.
     """
 
     name = "method"
@@ -35,6 +38,10 @@ class Method(torch.nn.Module):
         self.model = model
         self.unet = model.unet
         self.options = options
+
+    def setup(self, target: torch.Tensor) -> None:
+        """Called once before training with every target image, ``(N, 3, H, W)`` in [-1, 1], for methods whose
+        parameters or state depend on the whole set (CRDI: one embedding per shot). Nothing by default."""
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -53,3 +60,21 @@ class Method(torch.nn.Module):
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         """Method-specific tensors saved to ``method.safetensors`` (none for plain fine-tuning)."""
         return {}
+
+    def load_extra_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`extra_tensors` saved, when a run is loaded for sampling."""
+        if tensors:
+            raise TenshotError(f"method {self.name} saves no method.safetensors, but the run has one ({', '.join(sorted(tensors)[:3])})")
+
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor, *, steps: int = 25, sampler: str = "ddim", eta: float = 0.0, generators=None) -> torch.Tensor:
+        """Images in [-1, 1] from standard-normal ``noise`` ``(B, 3, H, W)``; ``generators`` (one per sample) for
+        any further draw, so sample k is the same image at any batch size. Default: DDIM (Song et al. 2021,
+        Eq. 12) or ancestral DDPM of the adapted UNet, ``steps`` times of its schedule."""
+        from ..diffusion.samplers import ddim_sample, ddpm_sample
+
+        timesteps = self.model.schedule.timesteps(steps)
+        denoiser = self.model.denoiser()
+        if sampler == "ddim":
+            return ddim_sample(denoiser, noise, timesteps, eta=eta, generator=generators)
+        return ddpm_sample(denoiser, noise, timesteps, generator=generators)

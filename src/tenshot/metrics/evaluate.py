@@ -81,17 +81,19 @@ def load_samples(config: EvaluateConfig, progress: bool = False) -> tuple[np.nda
         files = _first(list_images(path), config.n, source)
         size = config.size or min(load_image(files[0]).shape[:2])
         return load_images(files, size), {}
-    from ..models.unet import load_model, resolve_model_folder
+    from ..models.unet import resolve_model_folder
 
     resolve_model_folder(source)  # a bad reference fails here, before diffusers is imported
     from ..api import generate
+    from ..methods import load_for_sampling
 
-    model = load_model(source)
-    if config.size not in (None, model.size):
-        raise TenshotError(f"{source}: the model makes {model.size} px images; drop --size {config.size} or set it to {model.size}")
+    method = load_for_sampling(source)
+    size = method.model.size
+    if config.size not in (None, size):
+        raise TenshotError(f"{source}: the model makes {size} px images; drop --size {config.size} or set it to {size}")
     count = config.n or DEFAULT_SAMPLES
     with torch.no_grad():
-        images = generate(model, count, steps=config.steps, seed=config.seed, batch_size=config.batch_size, progress=progress)
+        images = generate(method, count, steps=config.steps, seed=config.seed, batch_size=config.batch_size, progress=progress)
     return images, {"sampler": "ddim", "sampling-steps": config.steps, "sampling-seed": config.seed}
 
 

@@ -7,7 +7,6 @@ from a checkpoint replays exactly what an uninterrupted run would have done.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import signal
@@ -20,7 +19,7 @@ import torch
 
 from ..config import TrainConfig
 from ..data.images import make_grid, save_png, to_tensor, to_uint8
-from ..diffusion.samplers import ddim_sample, derive_seed, randn, sample_generators
+from ..diffusion.samplers import derive_seed, randn, sample_generators
 from ..errors import Interrupted, TenshotError
 from ..methods.base import Batch, Method
 from ..models.ema import EMA
@@ -248,19 +247,25 @@ class Trainer:
         return Batch(images=images.to(self.accelerator.device), generator=generator)
 
     def preview(self, step: int) -> None:
-        """A fixed-noise grid of the EMA model (DDIM, ``preview_steps``) at ``samples/step-N.png``."""
+        """A fixed-noise grid at ``samples/step-N.png``: the method's own sampler (``preview_steps``) with the
+        EMA weights swapped into the averaged module for the duration."""
         if not self.is_main or self.config.preview_count == 0:
             return
-        module = self.method.averaged_module()
-        shadow = copy.deepcopy(module).eval()
-        self.ema.copy_to(shadow)
-        model = self.method.model
-        size = model.size
+        method = self.method
+        size = method.model.size
         device = self.accelerator.device
-        noise = randn((self.config.preview_count, 3, size, size), sample_generators(self.config.seed, range(self.config.preview_count)), device)
-        timesteps = model.schedule.timesteps(self.config.preview_steps)
-        with self.accelerator.autocast():
-            images = ddim_sample(model.denoiser(shadow), noise, timesteps)
+        generators = sample_generators(self.config.seed, range(self.config.preview_count))
+        noise = randn((self.config.preview_count, 3, size, size), generators, device)
+        module = method.averaged_module()
+        current = {name: value.clone() for name, value in module.state_dict().items()}
+        self.ema.copy_to(module)
+        method.eval()
+        try:
+            with self.accelerator.autocast():
+                images = method.sample(noise, steps=self.config.preview_steps, generators=generators)
+        finally:
+            module.load_state_dict(current)
+            method.train()
         (self.run / "samples").mkdir(parents=True, exist_ok=True)
         save_png(make_grid(to_uint8(images)), self.run / "samples" / f"step-{step}.png")
 
