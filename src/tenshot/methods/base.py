@@ -19,10 +19,24 @@ class Batch:
     generator: torch.Generator
 
 
+@dataclass
+class ParameterGroup:
+    """One optimiser's parameters (DESIGN.md, Interfaces). A method that trains several optimisers (a GAN's
+    generator and discriminator) declares one group per optimiser; the trainer steps them in the declared
+    order, each on ``losses(batch, step, name)["total"]``, with AdamW at the run's learning rate times
+    ``lr_scale`` and these ``betas``."""
+
+    name: str
+    parameters: list[torch.nn.Parameter]
+    lr_scale: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
 class Method(torch.nn.Module):
     """A trainable adaptation of a diffusion model.
 
-    Subclasses implement :meth:`losses`. The trainer optimises ``losses(...)["total"]``, logs the rest, keeps
+    Subclasses implement :meth:`losses`. The trainer optimises ``losses(...)["total"]`` (per group of
+    :meth:`parameter_groups`, in their order, when there are several), logs the rest, keeps
     an EMA of :meth:`averaged_module`, and at the end saves the averaged module as the run's ``model/`` and
     :meth:`extra_tensors` as ``method.safetensors``. A run is loaded back for sampling by building the method
     on ``model/`` with the run's options, then :meth:`setup` is skipped and :meth:`load_extra_tensors` restores
@@ -46,16 +60,30 @@ class Method(torch.nn.Module):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def parameter_groups(self) -> list[ParameterGroup]:
+        """The optimisers the trainer steps, in order. One group of every trainable parameter by default, and
+        then the trainer calls ``losses(batch, step)``; with several it calls ``losses(batch, step, name)``."""
+        return [ParameterGroup("main", self.trainable_parameters())]
+
+    def training_buffers(self) -> dict[str, torch.Tensor]:
+        """Buffers that training changes and that a resumed run must restore to repeat an uninterrupted one
+        (spectral-norm power-iteration vectors, batch-norm statistics), by their ``named_buffers`` names,
+        checkpointed beside the trainable parameters. None by default."""
+        return {}
+
     def averaged_module(self) -> torch.nn.Module:
         """The module whose EMA is sampled from and saved (the adapted UNet by default)."""
         return self.model.unet
 
-    def losses(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+    def losses(self, batch: Batch, step: int, phase: str | None = None) -> dict[str, torch.Tensor]:
+        """The losses of one step (of the named ``phase``, a :class:`ParameterGroup`, for several groups)."""
         raise NotImplementedError
 
-    def forward(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch, step: int, phase: str | None = None) -> dict[str, torch.Tensor]:
         """DDP synchronises gradients through ``forward``, so the trainer calls the method, not ``losses``."""
-        return self.losses(batch, step)
+        if phase is None:
+            return self.losses(batch, step)
+        return self.losses(batch, step, phase)
 
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         """Method-specific tensors saved to ``method.safetensors`` (none for plain fine-tuning)."""

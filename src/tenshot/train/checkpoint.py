@@ -1,7 +1,8 @@
 """Atomic, safetensors-only training checkpoints: ``checkpoints/step-N/`` holds everything to resume exactly.
 
 Files: ``trainable.safetensors`` (the method's trainable parameters), ``ema.safetensors``,
-``optimizer.safetensors`` (tensors, with the non-tensor state in its metadata) and ``trainer.json``.
+``optimizer.safetensors`` (tensors, with the non-tensor state in its metadata; a method with several
+parameter groups has one ``optimizer-GROUP.safetensors`` per group instead) and ``trainer.json``.
 A checkpoint is written into a hidden sibling folder and renamed into place, so an interrupted write
 never replaces the last good one. Nothing is unpickled.
 """
@@ -22,6 +23,8 @@ from safetensors.torch import load_file, save_file
 from ..errors import TenshotError
 
 STEP_PATTERN = re.compile(r"^step-(\d+)$")
+OPTIMIZER_FILE = "optimizer.safetensors"
+GROUP_OPTIMIZER = re.compile(r"^optimizer-(.+)\.safetensors$")
 
 
 def optimizer_to_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -49,6 +52,22 @@ def optimizer_from_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str,
     return {"state": state, "param_groups": json.loads(metadata["param_groups"])}
 
 
+def _optimizer_files(optimizer: dict) -> dict[str, dict]:
+    """File name -> state: ``optimizer.safetensors`` for one optimizer, ``optimizer-NAME.safetensors`` per group."""
+    if "param_groups" in optimizer:
+        return {OPTIMIZER_FILE: optimizer}
+    return {f"optimizer-{name}.safetensors": state for name, state in optimizer.items()}
+
+
+def _read_optimizer(file: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    return optimizer_from_tensors(tensors, metadata)
+
+
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints under ``folder`` as ``(step, path)``, oldest first."""
     if not folder.is_dir():
@@ -70,14 +89,18 @@ def save_checkpoint(
     trainer: dict,
     keep: int,
 ) -> Path:
-    """Write ``folder/step-N`` atomically, then delete all but the newest ``keep`` checkpoints."""
+    """Write ``folder/step-N`` atomically, then delete all but the newest ``keep`` checkpoints.
+
+    ``optimizer`` is one optimizer's ``state_dict`` or a mapping ``{group name: state_dict}``.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".step-{step}-", dir=folder))
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in trainable.items()}, staging / "trainable.safetensors")
         save_file({k: v.detach().cpu().contiguous() for k, v in ema.items()}, staging / "ema.safetensors")
-        tensors, metadata = optimizer_to_tensors(optimizer)
-        save_file(tensors, staging / "optimizer.safetensors", metadata=metadata)
+        for file, state in _optimizer_files(optimizer).items():
+            tensors, metadata = optimizer_to_tensors(state)
+            save_file(tensors, staging / file, metadata=metadata)
         (staging / "trainer.json").write_text(json.dumps({**trainer, "step": step}, indent=2) + "\n")
         for file in staging.iterdir():
             with open(file, "rb") as handle:
@@ -95,17 +118,20 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Read a checkpoint folder back: ``trainable``, ``ema``, ``optimizer`` and ``trainer`` entries."""
+    """Read a checkpoint folder back: ``trainable``, ``ema``, ``optimizer`` (as it was saved: one state dict, or
+    ``{group name: state dict}``) and ``trainer`` entries."""
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path / "optimizer.safetensors"), framework="pt") as handle:
-            metadata = handle.metadata()
-            optimizer_tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        if (path / OPTIMIZER_FILE).is_file():
+            optimizer = _read_optimizer(path / OPTIMIZER_FILE)
+        else:
+            groups = {match.group(1): file for file in path.iterdir() if (match := GROUP_OPTIMIZER.match(file.name))}
+            if not groups:
+                raise OSError(f"no {OPTIMIZER_FILE}")
+            optimizer = {name: _read_optimizer(file) for name, file in sorted(groups.items())}
         return {
             "trainable": load_file(str(path / "trainable.safetensors")),
             "ema": load_file(str(path / "ema.safetensors")),
-            "optimizer": optimizer_from_tensors(optimizer_tensors, metadata),
+            "optimizer": optimizer,
             "trainer": json.loads((path / "trainer.json").read_text()),
         }
     except (OSError, KeyError, ValueError, json.JSONDecodeError, SafetensorError) as error:

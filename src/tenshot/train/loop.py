@@ -3,6 +3,11 @@
 Determinism: every random draw of step ``i`` on rank ``r`` (data order, flips, noise, timesteps) comes from
 generators seeded by ``(seed, i, r)`` and per-epoch permutations seeded by ``(seed, epoch)``, so resuming
 from a checkpoint replays exactly what an uninterrupted run would have done.
+
+Methods with several parameter groups (:meth:`Method.parameter_groups`, e.g. GAN generator and discriminator)
+get one AdamW per group; each step runs the groups in their declared order, each on its own losses, with the
+group's gradients accumulated, clipped and stepped, then every gradient cleared. All phases of a step see
+the same micro-batches, and one generator per micro-batch serves the phases in turn.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from ..config import TrainConfig
 from ..data.images import make_grid, save_png, to_tensor, to_uint8
 from ..diffusion.samplers import derive_seed, randn, sample_generators
 from ..errors import Interrupted, TenshotError
-from ..methods.base import Batch, Method
+from ..methods.base import Batch, Method, ParameterGroup
 from ..models.ema import EMA
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 
@@ -153,11 +158,28 @@ def _flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(mask[:, None, None, None], images.flip(-1), images)
 
 
+def _checked_groups(method: Method) -> list[ParameterGroup]:
+    """The method's parameter groups: named uniquely, non-empty, disjoint, and only trainable parameters."""
+    groups = method.parameter_groups()
+    if not groups or not any(group.parameters for group in groups):
+        raise TenshotError(f"method {method.name} has no trainable parameters")
+    names = [group.name for group in groups]
+    if len(set(names)) != len(names) or any(not group.parameters for group in groups):
+        raise ValueError(f"method {method.name}: parameter groups must have distinct names and parameters ({names})")
+    seen: set[int] = set()
+    for group in groups:
+        ids = {id(p) for p in group.parameters}
+        if ids & seen or any(not p.requires_grad for p in group.parameters):
+            raise ValueError(f"method {method.name}: group {group.name} shares parameters or holds frozen ones")
+        seen |= ids
+    return groups
+
+
 class Trainer:
     """Runs a :class:`Method` for ``config.steps`` optimiser steps on ``images`` and writes into ``run``."""
 
     def __init__(self, method: Method, images: np.ndarray, config: TrainConfig, run: Path, resume: bool = False):
-        from accelerate import Accelerator
+        from accelerate import Accelerator, DistributedDataParallelKwargs
 
         config.validate()
         self.config = config
@@ -165,10 +187,14 @@ class Trainer:
         self.method = method
         precision = resolve_mixed_precision(config.mixed_precision)
         _forget_single_process_precision(precision)
+        # a phase leaves the other groups' parameters without gradients (a GAN's generator in the
+        # discriminator's phase), which DDP accepts only when told to look for unused parameters
+        several = len(method.parameter_groups()) > 1
         self.accelerator = Accelerator(
             mixed_precision=precision,
             gradient_accumulation_steps=config.grad_accum,
             cpu=cpu_only(),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)] if several else None,
         )
         world = self.accelerator.num_processes
         micro = config.batch_size // config.grad_accum
@@ -178,11 +204,13 @@ class Trainer:
         self.rank_batch = micro // world
         self.stream = BatchStream(images, config.seed)
         self.ema = EMA(method.averaged_module(), config.ema_beta).to(self.accelerator.device)
-        parameters = method.trainable_parameters()
-        if not parameters:
-            raise TenshotError(f"method {method.name} has no trainable parameters")
-        optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-        self.wrapped, self.optimizer = self.accelerator.prepare(method, optimizer)
+        self.groups = _checked_groups(method)
+        optimizers = [
+            torch.optim.AdamW(group.parameters, lr=config.lr * group.lr_scale, betas=group.betas, weight_decay=config.weight_decay)
+            for group in self.groups
+        ]
+        self.wrapped, *self.optimizers = self.accelerator.prepare(method, *optimizers)
+        self.optimizer = self.optimizers[0]
         self.start_step = 0
         if resume:
             self._resume()
@@ -192,7 +220,25 @@ class Trainer:
         return self.accelerator.is_main_process
 
     def _trainable_state(self) -> dict[str, torch.Tensor]:
-        return {name: p.detach() for name, p in self.method.named_parameters() if p.requires_grad}
+        """Trainable parameters and the method's training buffers: what a checkpoint restores besides the EMA."""
+        state = {name: p.detach() for name, p in self.method.named_parameters() if p.requires_grad}
+        return {**state, **{name: b.detach() for name, b in self.method.training_buffers().items()}}
+
+    def _optimizer_state(self) -> dict:
+        """One optimizer's state dict, or ``{group name: state dict}`` for several groups (checkpoint layout)."""
+        if len(self.groups) == 1:
+            return self.optimizer.state_dict()
+        return {group.name: optimizer.state_dict() for group, optimizer in zip(self.groups, self.optimizers)}
+
+    def _load_optimizer_state(self, state: dict) -> None:
+        if len(self.groups) == 1:
+            self.optimizer.load_state_dict(state)
+            return
+        names = [group.name for group in self.groups]
+        if "param_groups" in state or sorted(state) != sorted(names):
+            raise ValueError(f"optimizers of groups {', '.join(names)} expected")
+        for name, optimizer in zip(names, self.optimizers):
+            optimizer.load_state_dict(state[name])
 
     def _resume(self) -> None:
         checkpoints = list_checkpoints(self.run / "checkpoints")
@@ -211,13 +257,12 @@ class Trainer:
                 )
         try:
             self.ema.load_state_dict(state["ema"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            self._load_optimizer_state(state["optimizer"])
         except (KeyError, ValueError, RuntimeError) as error:
             raise TenshotError(f"{path}: checkpoint does not match this run ({error})") from None
         with torch.no_grad():
-            for name, parameter in self.method.named_parameters():
-                if name in trainable:
-                    parameter.copy_(state["trainable"][name])
+            for name, value in trainable.items():
+                value.copy_(state["trainable"][name])
         self.start_step = step
         if self.is_main:
             _truncate_log(self.run / "log.jsonl", step)
@@ -230,7 +275,7 @@ class Trainer:
                 step,
                 self._trainable_state(),
                 self.ema.state_dict(),
-                self.optimizer.state_dict(),
+                self._optimizer_state(),
                 {"config": self.config.__dict__},
                 self.config.keep_checkpoints,
             )
@@ -269,6 +314,36 @@ class Trainer:
         (self.run / "samples").mkdir(parents=True, exist_ok=True)
         save_png(make_grid(to_uint8(images)), self.run / "samples" / f"step-{step}.png")
 
+    def _phase_key(self, group: ParameterGroup, key: str) -> str:
+        """Log name of a loss term: as the method named it for one group, ``GROUP/TERM`` for several."""
+        return key if len(self.groups) == 1 else f"{group.name}/{key}"
+
+    def _shown_losses(self) -> dict[str, str]:
+        """Progress-bar label -> log key: ``loss`` for one group, each group's total for several."""
+        return {"loss" if len(self.groups) == 1 else group.name: self._phase_key(group, "total") for group in self.groups}
+
+    def _step_phases(self, batches: list[Batch], step: int, lr: float) -> dict[str, float]:
+        """One optimiser step of every parameter group in order; returns the logged loss terms (mean over micro-batches)."""
+        config = self.config
+        sums: dict[str, float] = {}
+        for group, optimizer in zip(self.groups, self.optimizers):
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = lr * group.lr_scale
+            phase = group.name if len(self.groups) > 1 else None
+            for batch in batches:
+                with self.accelerator.accumulate(self.wrapped):
+                    terms = self.wrapped(batch, step, phase) if phase else self.wrapped(batch, step)
+                    self.accelerator.backward(terms["total"])
+                    if self.accelerator.sync_gradients and config.grad_clip > 0:
+                        self.accelerator.clip_grad_norm_(group.parameters, config.grad_clip)
+                    optimizer.step()
+                    for each in self.optimizers:  # a phase's backward also reaches other groups' parameters
+                        each.zero_grad(set_to_none=True)
+                for key, value in terms.items():
+                    name = self._phase_key(group, key)
+                    sums[name] = sums.get(name, 0.0) + float(value.detach()) / config.grad_accum
+        return sums
+
     def train(self) -> TrainResult:
         from tqdm.auto import tqdm
 
@@ -283,19 +358,8 @@ class Trainer:
         with _StopFlag() as stop:
             while step < config.steps:
                 lr = learning_rate(step, config)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                sums: dict[str, float] = {}
-                for micro in range(config.grad_accum):
-                    with self.accelerator.accumulate(self.wrapped):
-                        terms = self.wrapped(self._batch(step, micro), step)
-                        self.accelerator.backward(terms["total"])
-                        if self.accelerator.sync_gradients and config.grad_clip > 0:
-                            self.accelerator.clip_grad_norm_(self.method.trainable_parameters(), config.grad_clip)
-                        self.optimizer.step()
-                        self.optimizer.zero_grad(set_to_none=True)
-                    for key, value in terms.items():
-                        sums[key] = sums.get(key, 0.0) + float(value.detach()) / config.grad_accum
+                batches = [self._batch(step, micro) for micro in range(config.grad_accum)]
+                sums = self._step_phases(batches, step, lr)
                 if not all(math.isfinite(v) for v in sums.values()):
                     raise TenshotError(f"loss became {sums} at step {step + 1}; lower --lr or use --mixed-precision no")
                 self.ema.update(self.method.averaged_module())
@@ -303,7 +367,7 @@ class Trainer:
                 losses = sums
                 bar.update(1)
                 if step % config.log_every == 0 or step == config.steps:
-                    bar.set_postfix(loss=f"{sums['total']:.4f}")
+                    bar.set_postfix({name: f"{sums[key]:.4f}" for name, key in self._shown_losses().items()})
                     if self.is_main:
                         record = {"step": step, "lr": lr, "seconds": round(time.perf_counter() - started, 3), **sums}
                         with open(log_path, "a") as log:
