@@ -65,6 +65,20 @@ class EfficientNetLite0(torch.nn.Module):
         """Always eval: batch statistics must never replace the ImageNet ones."""
         return super().train(False)
 
+    def block_outputs(self, x: torch.Tensor, blocks: tuple[int, ...] = STAGE_ENDS) -> list[torch.Tensor]:
+        """The outputs of the MBConv blocks numbered ``blocks`` for a normalised input ``x`` (any size), running
+        the network only as far as the last of them. Unlike :meth:`forward` this keeps the graph, so gradients
+        reach ``x`` (the weights stay frozen): the feature path of a discriminator trained through EL0 (GDD)."""
+        net = self.net
+        wanted = set(blocks)
+        outputs = []
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        for index, block in enumerate(net._blocks[: max(blocks) + 1]):
+            x = block(x)
+            if index in wanted:
+                outputs.append(x)
+        return outputs
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor, stages: bool = False):
         captured: list[torch.Tensor] = []
