@@ -13,11 +13,13 @@ from ..models.unet import DiffusionModel
 from .base import Batch, Method
 from .domainstudio import DomainStudio, DomainStudioOptions
 from .finetune import FineTune, FineTuneOptions
+from .gdd import GDD, GDDOptions, is_one_step
 
 # name -> (options dataclass, builder)
 METHODS: dict[str, tuple[type, Callable[[DiffusionModel, Any], Method]]] = {
     "finetune": (FineTuneOptions, FineTune),
     "domainstudio": (DomainStudioOptions, DomainStudio),
+    "gdd": (GDDOptions, GDD),
 }
 
 
@@ -41,7 +43,8 @@ def build_method(name: str, model: DiffusionModel, values: dict[str, Any]) -> Me
 def load_for_sampling(reference: str | Path, device: str | torch.device = "cpu") -> Method:
     """What ``sample`` and ``evaluate`` draw from: a run folder through its own method (its ``config.yaml``
     names the method and options, ``model/`` holds the averaged weights, ``method.safetensors`` the method's
-    tensors); any other model reference through plain fine-tuning's sampler (DDIM or DDPM of the UNet)."""
+    tensors); any other model reference through plain fine-tuning's sampler (DDIM or DDPM of the UNet), or
+    through GDD's one evaluation when its config marks it a one-step generator (a distilled ``model/``)."""
     import yaml
     from safetensors.torch import load_file
 
@@ -50,7 +53,7 @@ def load_for_sampling(reference: str | Path, device: str | torch.device = "cpu")
     model = load_model(reference, device)
     run = Path(reference)
     saved = run / "config.yaml"
-    name, options = "finetune", {}
+    name, options = ("gdd" if is_one_step(model.unet) else "finetune"), {}
     if run.is_dir() and saved.is_file():
         try:
             config = yaml.safe_load(saved.read_text()) or {}
