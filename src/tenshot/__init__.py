@@ -1,17 +1,17 @@
 """tenshot: few-shot image generation with diffusion models.
 
-The commands are functions: :func:`pretrain`, :func:`adapt`, :func:`sample`, each taking the config
+The commands are functions: :func:`pretrain`, :func:`adapt`, :func:`distill`, :func:`sample`, each taking the config
 dataclass the CLI builds (:mod:`tenshot.config`). Heavy modules load on first use.
 """
 
-from .config import AdaptConfig, PretrainConfig, SampleConfig, TrainConfig
+from .config import AdaptConfig, DistillConfig, PretrainConfig, SampleConfig, TrainConfig
 from .errors import TenshotError
 
-__all__ = ["AdaptConfig", "PretrainConfig", "SampleConfig", "TenshotError", "TrainConfig", "adapt", "pretrain", "sample"]
+__all__ = ["AdaptConfig", "DistillConfig", "PretrainConfig", "SampleConfig", "TenshotError", "TrainConfig", "adapt", "distill", "pretrain", "sample"]
 
 
 def __getattr__(name):
-    if name in ("pretrain", "adapt", "sample", "generate", "demo"):
+    if name in ("pretrain", "adapt", "distill", "sample", "generate", "demo"):
         from . import api
 
         return getattr(api, name)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import AdaptConfig, DemoConfig, PretrainConfig, SampleConfig, TrainConfig, load_yaml, save_yaml, to_dict
+from .config import AdaptConfig, DemoConfig, DistillConfig, PretrainConfig, SampleConfig, TrainConfig, load_yaml, save_yaml, to_dict
 from .errors import TenshotError
 
 
@@ -136,6 +136,75 @@ def adapt(config: AdaptConfig, resume: bool = False) -> RunResult:
     method.setup(to_tensor(images))
     _prepare_run(out, config, resume)
     return _train_and_export(method, images, config.train, out, resume)
+
+
+TEACHER_FOLDER = "teacher"
+
+
+def _adapt_run_shots(reference: str) -> str:
+    """The target domain an adapt run was trained on (its ``config.yaml``), for ``distill --data shots``."""
+    import yaml
+
+    saved = Path(reference) / "config.yaml"
+    target = None
+    if saved.is_file():
+        try:
+            values = yaml.safe_load(saved.read_text())
+        except yaml.YAMLError as error:
+            raise TenshotError(f"{saved}: unreadable config ({error})") from None
+        target = values.get("target") if isinstance(values, dict) else None
+    if not target:
+        raise TenshotError(f"--data shots: {reference} is not an adapt run whose config.yaml names its target; give the shots as a folder")
+    return str(target)
+
+
+def _teacher_samples(config: DistillConfig, out: Path, size: int) -> np.ndarray:
+    """``config.teacher_samples`` images of the teacher's own sampler, drawn once into ``out/teacher`` (by the
+    main process; a resumed run reads them back, the same pixels)."""
+    from .data import load_domain
+    from .data.images import list_images
+    from .methods import load_for_sampling
+    from .train.loop import distributed_state
+
+    folder = out / TEACHER_FOLDER
+    state = distributed_state()
+    if state.is_main_process and not folder.is_dir():
+        teacher = load_for_sampling(config.model)
+        with torch.no_grad():
+            images = generate(teacher, config.teacher_samples, steps=config.teacher_steps, seed=config.train.seed, progress=True)
+        write_samples(images, folder)
+    state.wait_for_everyone()
+    count = len(list_images(folder))
+    if count != config.teacher_samples:
+        raise TenshotError(f"{folder}: {count} images, the run draws {config.teacher_samples}; delete the folder to draw them again")
+    return load_domain(folder, size)
+
+
+def distill(config: DistillConfig, resume: bool = False) -> RunResult:
+    """Distil ``config.model`` into a one-step generator with GDD (:mod:`tenshot.methods.gdd`) on ``config.data``."""
+    import dataclasses
+
+    from .data import load_domain
+    from .methods import build_method
+    from .models.unet import load_model
+
+    config.validate()
+    out = Path(config.out)
+    model = load_model(config.model)
+    teacher = config.data in ("teacher", "teacher+shots")
+    if config.data in ("shots", "teacher+shots"):
+        given = load_domain(_adapt_run_shots(config.model), model.size, default_split="shots")
+    elif not teacher:
+        given = load_domain(config.data, model.size, default_split="all")
+    else:
+        given = None
+    _prepare_run(out, config, resume)
+    parts = [_teacher_samples(config, out, model.size)] if teacher else []
+    images = np.concatenate(parts + ([given] if given is not None else []))
+    torch.manual_seed(config.train.seed)
+    method = build_method(config.method, model, config.options)
+    train = dataclasses.replace(config.train, ema_beta=config.ema_beta())
+    return _train_and_export(method, images, train, out, resume)
 
 
 def generate(method, n: int, *, steps: int = 25, sampler: str = "ddim", eta: float = 0.0, seed: int = 0, batch_size: int = 64, start: int = 0, progress: bool = False) -> np.ndarray:
