@@ -1,6 +1,8 @@
 """Training time per optimiser step of each adaptation method, measured in-process (fp32, CPU by default).
 
-One step is what the trainer does: ``method(batch, step)``, backward of ``total``, gradient clip 1.0, AdamW.
+One step is what the trainer does: ``method(batch, step)``, backward of ``total``, gradient clip 1.0, AdamW; a
+method with several parameter groups (gdd: generator, then discriminator) does that once per group, each with
+its own AdamW (gdd's lazy R1 falls on every 16th step: the mean includes it, the median mostly not).
 Methods are timed in interleaved rounds (one step of each per round) so that load from other processes falls
 on all of them alike; the table gives the median, the minimum (the figure least disturbed by other load on a
 shared machine) and their ratios to ``finetune``, and the median CPU seconds of this process per step (all
@@ -10,6 +12,7 @@ the preset (compute does not depend on the weights). The wall time of the whole 
     .venv/bin/python bench/step_time.py                 # small preset, 32 px, batch 8, 20 timed steps
     .venv/bin/python bench/step_time.py --steps 5 --preset tiny
     .venv/bin/python bench/step_time.py --threads 1      # compute ratio on a shared machine (CPU seconds)
+    .venv/bin/python bench/step_time.py --methods finetune,gdd --steps 17   # gdd: one step = generator + discriminator
 
 Writes ``bench/results/step_time.json``.
 """
@@ -46,14 +49,22 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def one_step(method, optimizer, images: torch.Tensor, step: int) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process) of one optimiser step."""
+def optimisers(method) -> list[tuple]:
+    """(parameter group, AdamW) per group of the method, as the trainer builds them."""
+    return [(group, torch.optim.AdamW(group.parameters, lr=1e-4 * group.lr_scale, betas=group.betas)) for group in method.parameter_groups()]
+
+
+def one_step(method, optimizers: list[tuple], images: torch.Tensor, step: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one optimiser step (of every parameter group in order)."""
     started, cpu_started = time.perf_counter(), time.process_time()
-    terms = method(Batch(images=images, generator=torch.Generator().manual_seed(step)), step)
-    terms["total"].backward()
-    torch.nn.utils.clip_grad_norm_(method.trainable_parameters(), 1.0)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    batch = Batch(images=images, generator=torch.Generator().manual_seed(step))
+    for group, optimizer in optimizers:
+        terms = method(batch, step, group.name) if len(optimizers) > 1 else method(batch, step)
+        terms["total"].backward()
+        torch.nn.utils.clip_grad_norm_(group.parameters, 1.0)
+        optimizer.step()
+        for _, each in optimizers:
+            each.zero_grad(set_to_none=True)
     return time.perf_counter() - started, time.process_time() - cpu_started
 
 
@@ -88,7 +99,7 @@ def main() -> None:
     for name in names:
         torch.manual_seed(0)
         method = build_method(name, new_model(args.preset, args.size, args.prediction_type), {}).train()
-        runs[name] = (method, torch.optim.AdamW(method.trainable_parameters(), lr=1e-4))
+        runs[name] = (method, optimisers(method))
     load_before = os.getloadavg()
     for step in range(args.warmup):
         for method, optimizer in runs.values():

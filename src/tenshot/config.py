@@ -117,8 +117,13 @@ class DistillConfig:
     ``teacher_steps`` DDIM steps, cached in the run's ``teacher/``), ``shots`` (the target of an adapt run),
     ``teacher+shots`` (both), or a domain argument (folder or ``emoji:STYLE[:SPLIT]``, default split ``all``).
     ``options`` are GDD's (``variant`` gdd-i or gdd, ...). The EMA's half-life is ``ema_half_life`` times
-    ``train.steps`` (None: ``train.ema_beta``). The defaults (GDD-I, 600 steps of batch 8, 500 teacher
-    samples) fit about 30 minutes at 32 px on 2 CPU cores.
+    ``train.steps`` (None: ``train.ema_beta``).
+
+    The defaults fit about 30 minutes at 32 px on 2 CPU cores: 1,000 teacher samples at 25 DDIM steps (half the
+    2,000 of METHODS.md, which take about 18 minutes on noto-32) and 500 GDD-I steps of batch 8. Measured on
+    noto-32 (fp32, a CPU without AMX, one thread): a generator + discriminator step costs as much compute as
+    66 to 87 teacher image-steps (3.7 CPU-s, 7.5 on the R1 steps, against 56 ms), so about 9 minutes of
+    sampling and 12 to 16 of training.
     """
 
     model: str = "noto-32"
@@ -126,12 +131,12 @@ class DistillConfig:
     out: str = "runs/distill"
     method: str = "gdd"
     options: dict[str, Any] = field(default_factory=dict)
-    teacher_samples: int = 500
+    teacher_samples: int = 1000
     teacher_steps: int = 25
     ema_half_life: float | None = 0.1
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            steps=600, batch_size=8, lr=1e-4, grad_clip=0.0, flip=False, checkpoint_every=100, preview_every=100
+            steps=500, batch_size=8, lr=1e-4, grad_clip=0.0, flip=False, checkpoint_every=100, preview_every=100
         )
     )
 
