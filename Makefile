@@ -6,6 +6,7 @@ PYTHON ?= python3
 STAMP := $(VENV)/.installed
 EMOJIONE_DIR := /usr/share/rubygems-integration/all/gems/gemojione-3.3.0/assets/png
 NOTO_FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
+CHROMEDRIVER := /usr/bin/chromedriver
 
 .PHONY: demo test system bench clean
 
@@ -15,13 +16,15 @@ demo: $(STAMP) system
 test: $(STAMP) system
 	$(VENV)/bin/pytest -q
 
-# Debian packages, installed only where missing: the Noto Color Emoji font, and EmojiOne 2's PNGs
-# unpacked from ruby-gemojione with dpkg -x (installing it would pull Ruby).
+# Debian packages, installed only where missing: the Noto Color Emoji font, EmojiOne 2's PNGs
+# unpacked from ruby-gemojione with dpkg -x (installing it would pull Ruby), and headless Chromium with
+# its WebDriver (the test that opens report.html in a browser).
 system:
-	@if [ ! -f $(NOTO_FONT) ] || [ ! -d $(EMOJIONE_DIR) ]; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "need root to install fonts-noto-color-emoji and ruby-gemojione's PNGs"; exit 2; fi; \
+	@if [ ! -f $(NOTO_FONT) ] || [ ! -d $(EMOJIONE_DIR) ] || [ ! -x $(CHROMEDRIVER) ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to install fonts-noto-color-emoji, ruby-gemojione's PNGs, chromium and chromium-driver"; exit 2; fi; \
 	  apt-get update -qq; \
 	  [ -f $(NOTO_FONT) ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-color-emoji >/dev/null; \
+	  [ -x $(CHROMEDRIVER) ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  if [ ! -d $(EMOJIONE_DIR) ]; then \
 	    tmp=$$(mktemp -d) && (cd $$tmp && apt-get download -qq ruby-gemojione) && dpkg -x $$tmp/ruby-gemojione_*.deb / && rm -rf $$tmp; \
 	  fi; \
