@@ -35,6 +35,7 @@ Writes ``bench/results/speed.json`` and the tables as ``bench/results/speed.md``
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -120,7 +121,7 @@ def run_train_case(case: dict) -> dict:
         cpu = time.process_time() - cpu_started
         records = [json.loads(line) for line in (Path(folder) / "log.jsonl").read_text().splitlines()]
     ends = [0.0] + [record["seconds"] for record in records]
-    per_step = [b - a for a, b in zip(ends, ends[1:])][case["warmup"] :]
+    per_step = [b - a for a, b in itertools.pairwise(ends)][case["warmup"] :]
     return {
         "model": model_name,
         "precision": resolve_mixed_precision(train.mixed_precision),
@@ -222,7 +223,7 @@ def cases(args) -> list[dict]:
 def run_in_subprocess(case: dict) -> dict:
     """``case`` in a fresh interpreter (its own memory high-water mark); the figures, or the error it ended with."""
     started = time.perf_counter()
-    completed = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)], capture_output=True, text=True)
+    completed = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)], capture_output=True, text=True, check=False)
     seconds = round(time.perf_counter() - started, 1)
     lines = completed.stdout.strip().splitlines()
     if completed.returncode != 0 or not lines:
@@ -239,10 +240,12 @@ def markdown(results: list[dict], header: dict) -> str:
     lines = [
         "# Speed and memory",
         "",
-        f"{header['processor']}, {header['cpu_count']} cores, torch {header['torch']}, "
-        f"1-min load average {header['load_average_before']} before and {header['load_average_after']} after "
-        "(other processes on the cores slow the wall times; CPU seconds less so). Written by `bench/speed.py`; "
-        "peak RSS is each case's own process (Python and torch included), setup RSS the same process before the timed work.",
+        (
+            f"{header['processor']}, {header['cpu_count']} cores, torch {header['torch']}, "
+            f"1-min load average {header['load_average_before']} before and {header['load_average_after']} after "
+            "(other processes on the cores slow the wall times; CPU seconds less so). Written by `bench/speed.py`; "
+            "peak RSS is each case's own process (Python and torch included), setup RSS the same process before the timed work."
+        ),
         "",
         "## Training: one optimiser step (the Trainer, adapt's defaults)",
         "",

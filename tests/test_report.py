@@ -63,7 +63,7 @@ def assert_all_loaded(images: list[dict]) -> None:
 # --- runs --------------------------------------------------------------------------------------------------
 
 
-TRAIN = dict(batch_size=4, mixed_precision="no", log_every=1, preview_count=4, preview_steps=2, checkpoint_every=100)
+TRAIN = {"batch_size": 4, "mixed_precision": "no", "log_every": 1, "preview_count": 4, "preview_steps": 2, "checkpoint_every": 100}
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_pretrain_run_report_renders_without_shots(pretrain_run, browser):
 
 
 def test_adapt_writes_a_report_with_samples_beside_their_nearest_shots(adapt_run, browser):
-    run, shots, result = adapt_run
+    run, _, result = adapt_run
     assert result.report == run / "report.html" and result.report.is_file()
     images = rendered_images(browser, result.report)
     assert_all_loaded(images)
