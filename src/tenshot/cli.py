@@ -129,7 +129,7 @@ def adapt(**values):
     train = _train_config(ADAPT.train, values)
     config = AdaptConfig(train=train, options=_parse_options(values.pop("options")), **values)
     result = api.adapt(config, resume=resume)
-    _echo_main(f"model: {result.model}\nrun: {result.run} ({result.steps} steps, {result.seconds:.0f} s)")
+    _echo_main(f"model: {result.model}\nrun: {result.run} ({result.steps} steps, {result.seconds:.0f} s)\nreport: {result.report}")
 
 
 SAMPLE = SampleConfig()
@@ -174,6 +174,7 @@ def demo(source, target, steps, n, seed, out):
     click.echo(f"training grids: {result.run / 'samples'}")
     click.echo(f"samples: {result.samples} ({n} images in {result.sample_seconds:.0f} s)")
     click.echo(f"grid: {result.grid}")
+    click.echo(f"report: {result.report}")
 
 
 @main.group()
@@ -232,6 +233,27 @@ def evaluate(samples, features, **values):
     for key, value in result.metrics.items():
         click.echo(f"{key:<18} {value:>10}" if isinstance(value, int) else f"{key:<18} {value:>10.4f}")
     click.echo(f"metrics: {result.path} ({result.seconds:.0f} s)")
+
+
+from .config import ReportConfig  # noqa: E402  (kept inside the report block)
+
+REPORT = ReportConfig()
+
+
+@main.command()
+@click.argument("run")
+@click.option("--metrics", multiple=True, metavar="FILE", help="A metrics.json to tabulate beside RUN/metrics.json (repeatable).")
+@click.option("--samples", default=None, help="Folder of samples to show beside their nearest shots (default: RUN/generated/, else the last training grid, else drawn from RUN).")
+@click.option("--n", type=int, default=REPORT.n, show_default=True, help="Samples shown beside their nearest shots.")
+@click.option("--steps", type=int, default=REPORT.steps, show_default=True, help="DDIM steps when the samples must be drawn.")
+@click.option("--seed", type=int, default=REPORT.seed, show_default=True, help="Seed when the samples must be drawn.")
+def report(run, metrics, **values):
+    """Write RUN/report.html: config, loss curves, training grids, metrics, samples beside their nearest shots.
+    One static file (images embedded) that opens offline; adapt and demo write it too."""
+    from .run_report import write_report  # api.report without api's torch import: a bad RUN fails at once
+
+    result = write_report(ReportConfig(run=run, metrics=list(metrics), **values))
+    click.echo(f"report: {result.path} ({result.seconds:.1f} s)")
 
 
 if __name__ == "__main__":

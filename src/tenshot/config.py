@@ -213,3 +213,26 @@ class EvaluateConfig:
             raise TenshotError(f"size must be between 16 and 1024, got {self.size}")
         if self.steps < 1 or self.batch_size < 1:
             raise TenshotError("steps and batch-size must be at least 1")
+
+
+@dataclass
+class ReportConfig:
+    """``tenshot report``: write ``report.html`` in the run folder ``run``.
+
+    ``metrics`` lists metrics.json files to tabulate beside the run's own. The shots are shown beside
+    ``n`` samples: the first ``n`` images of ``samples`` (a folder), else of the run's ``generated/``,
+    else of its last training grid, else ``n`` drawn from the run (``steps`` DDIM steps, ``seed``).
+    """
+
+    run: str = "runs/adapt"
+    metrics: list[str] = field(default_factory=list)
+    samples: str | None = None
+    n: int = 16
+    steps: int = 25
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not 1 <= self.n <= 256:
+            raise TenshotError(f"n must be between 1 and 256, got {self.n}")
+        if self.steps < 1:
+            raise TenshotError(f"steps must be at least 1, got {self.steps}")

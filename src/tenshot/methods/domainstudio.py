@@ -48,7 +48,7 @@ distribution has one entry and the KL is identically 0. Mixed precision autocast
 similarities, Haar bands and losses are fp32.
 
 Training defaults are ``adapt``'s (batch 8, lr 1e-4, METHODS.md); the source forward adds about one
-inference pass per step (bench/step_time.py).
+inference pass per step (bench/speed.py).
 """
 
 from __future__ import annotations
