@@ -95,8 +95,13 @@ def _train_and_export(method, images: np.ndarray, train: TrainConfig, out: Path,
 
 
 def _replace_folder(target: Path, write) -> None:
-    """Write a folder through ``write(staging)`` and rename it over ``target`` (never half-written)."""
+    """Write a folder through ``write(staging)`` and rename it over ``target`` (never half-written).
+
+    The folder gets the permissions a plain ``mkdir`` would give (``mkdtemp`` makes it private to its owner)."""
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
     try:
         write(staging)
         if target.exists():
