@@ -11,8 +11,8 @@ child's maximum resident set) are those a user sees: ``tenshot adapt`` (or ``dis
 
 Cells are cached: a cell whose ``metrics.json`` exists is read back, so an interrupted benchmark continues
 where it stopped. ``make bench`` runs the full table (3 seeds, 1,000 samples: hours on 2 CPU cores);
-``--quick`` is one seed and 200 samples per cell, each method at its default budget (about 30 minutes per
-target for finetune and domainstudio).
+``--quick`` is one target (openmoji), one seed and 200 samples per cell, each method at its default budget,
+and a 300-step oracle (the full table's oracle trains 3,000 steps at batch 32).
 
     .venv/bin/python bench/quality.py --quick
     .venv/bin/python bench/quality.py --targets openmoji --methods finetune,domainstudio --seeds 0 --n 500
@@ -44,7 +44,8 @@ TARGETS = ("openmoji", "emojione")
 METHODS = ("finetune", "domainstudio", "phasic", "crdi")
 ANCHORS = ("source", "oracle", "shots")
 COLUMNS = ("fid-el0", "kid-el0", "intra-lpips-el0", "near-copy-share", "swd", "adapt-seconds", "adapt-peak-gb", "sample-img-per-s")
-ORACLE_FLAGS = ["--steps", "3000", "--batch-size", "32", "--lr", "2e-4", "--checkpoint-every", "1000", "--preview-count", "0"]
+ORACLE_FLAGS = ["--batch-size", "32", "--lr", "2e-4", "--checkpoint-every", "1000", "--preview-count", "0"]
+ORACLE_STEPS, QUICK_ORACLE_STEPS = 3000, 300
 
 
 def run(argv: list[str], log: Path) -> dict[str, float]:
@@ -88,7 +89,7 @@ def method_cell(work: Path, target: str, method: str, seed: int, n: int, extra: 
     return result
 
 
-def anchor_cell(work: Path, target: str, anchor: str, n: int) -> dict:
+def anchor_cell(work: Path, target: str, anchor: str, n: int, oracle_steps: int) -> dict:
     cell = work / target / anchor
     done = cell / "cell.json"
     if done.is_file():
@@ -97,7 +98,7 @@ def anchor_cell(work: Path, target: str, anchor: str, n: int) -> dict:
     if anchor == "source":
         extra["sample-img-per-s"] = sample(SOURCE, cell, n, 0)
     elif anchor == "oracle":
-        argv = [TENSHOT, "adapt", "--source", SOURCE, "--target", f"emoji:{target}:train", "--method", "finetune", *ORACLE_FLAGS]
+        argv = [TENSHOT, "adapt", "--source", SOURCE, "--target", f"emoji:{target}:train", "--method", "finetune", "--steps", str(oracle_steps), *ORACLE_FLAGS]
         key = hashlib.sha256(" ".join(argv).encode()).hexdigest()[:12]
         oracle = work / "oracles" / f"{target}-{key}"
         if not (oracle / "model").is_dir():
@@ -162,7 +163,7 @@ def markdown(table: dict, settings: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="One seed, 200 samples per cell.")
+    parser.add_argument("--quick", action="store_true", help="openmoji only, one seed, 200 samples per cell, a 300-step oracle.")
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--methods", default=",".join(METHODS), help="Comma list of methods to adapt with.")
     parser.add_argument("--anchors", default=",".join(ANCHORS), help="Comma list of anchors (empty: none).")
@@ -174,16 +175,18 @@ def main() -> None:
     args = parser.parse_args()
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     n = 200 if args.quick else args.n
+    targets = ["openmoji"] if args.quick else [t for t in args.targets.split(",") if t]
+    oracle_steps = QUICK_ORACLE_STEPS if args.quick else ORACLE_STEPS
     work = Path(args.work) / f"n{n}"
     extra = args.adapt_flags.split()
     print(f"quality benchmark: {len(seeds)} seed(s), {n} samples per cell, work folder {work}; the full table takes hours on 2 CPU cores", flush=True)
     table: dict = {}
     raw: dict = {}
-    for target in [t for t in args.targets.split(",") if t]:
+    for target in targets:
         table[target], raw[target] = {}, {}
         for anchor in [a for a in args.anchors.split(",") if a]:
             print(f"{target} / {anchor}", flush=True)
-            cell = anchor_cell(work, target, anchor, n)
+            cell = anchor_cell(work, target, anchor, n, oracle_steps)
             raw[target][anchor] = [cell]
             table[target][anchor] = summarise([cell])
         for method in [m for m in args.methods.split(",") if m]:
