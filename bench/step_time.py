@@ -87,7 +87,9 @@ def main() -> None:
     runs = {}
     for name in names:
         torch.manual_seed(0)
-        method = build_method(name, new_model(args.preset, args.size, args.prediction_type), {}).train()
+        method = build_method(name, new_model(args.preset, args.size, args.prediction_type), {})
+        method.setup(images)  # the whole target set (CRDI keeps the shots; a no-op for the others)
+        method.train()
         runs[name] = (method, torch.optim.AdamW(method.trainable_parameters(), lr=1e-4))
     load_before = os.getloadavg()
     for step in range(args.warmup):
