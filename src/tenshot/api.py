@@ -139,6 +139,7 @@ def adapt(config: AdaptConfig, resume: bool = False) -> RunResult:
     out = Path(config.out)
     model = load_model(config.source)
     images = load_domain(config.target, model.size, default_split="shots", minimum=1)
+    torch.manual_seed(config.train.seed)  # a method's random initial state (CRDI's embeddings) follows --seed
     method = build_method(config.method, model, config.options)
     method.setup(to_tensor(images))
     _prepare_run(out, config, resume)

@@ -11,6 +11,7 @@ import torch
 from ..errors import TenshotError
 from ..models.unet import DiffusionModel
 from .base import Batch, Method
+from .crdi import CRDI, CRDIOptions
 from .domainstudio import DomainStudio, DomainStudioOptions
 from .finetune import FineTune, FineTuneOptions
 
@@ -18,6 +19,7 @@ from .finetune import FineTune, FineTuneOptions
 METHODS: dict[str, tuple[type, Callable[[DiffusionModel, Any], Method]]] = {
     "finetune": (FineTuneOptions, FineTune),
     "domainstudio": (DomainStudioOptions, DomainStudio),
+    "crdi": (CRDIOptions, CRDI),
 }
 
 

@@ -158,6 +158,7 @@ class Trainer:
 
     def __init__(self, method: Method, images: np.ndarray, config: TrainConfig, run: Path, resume: bool = False):
         from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
 
         config.validate()
         self.config = config
@@ -169,6 +170,7 @@ class Trainer:
             mixed_precision=precision,
             gradient_accumulation_steps=config.grad_accum,
             cpu=cpu_only(),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=method.some_parameters_unused)],
         )
         world = self.accelerator.num_processes
         micro = config.batch_size // config.grad_accum
