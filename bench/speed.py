@@ -97,7 +97,7 @@ def load_case_model(size: int):
 def run_train_case(case: dict) -> dict:
     import tempfile
 
-    from tenshot.config import AdaptConfig
+    from tenshot.config import adapt_train_defaults
     from tenshot.data import load_domain
     from tenshot.data.images import to_tensor
     from tenshot.methods import build_method
@@ -107,7 +107,7 @@ def run_train_case(case: dict) -> dict:
     shots = load_domain(case["target"], case["size"], default_split="shots")
     method = build_method(case["method"], model, {})
     method.setup(to_tensor(shots))
-    train = AdaptConfig().train
+    train = adapt_train_defaults(case["method"])  # the method's own settings (CRDI: no gradient clip)
     train.steps = case["warmup"] + case["steps"]
     train.batch_size = case["batch"]
     train.log_every, train.preview_count = 1, 0
