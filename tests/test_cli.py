@@ -180,6 +180,7 @@ def test_sample_writes_numbered_pngs_and_a_grid(tiny_run, tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == [f"{k:06d}.png" for k in range(5)]
     assert sorted(p.name for p in out.parent.iterdir()) == ["s", "s.png"]  # nothing else beside it either
+    assert out.stat().st_mode & 0o777 == out.parent.stat().st_mode & 0o777  # as mkdir makes it, not private
     with Image.open(out / "000000.png") as image:
         assert image.size == (16, 16) and image.mode == "RGB"
     assert Image.open(out.parent / "s.png").size[0] > 16 * 2

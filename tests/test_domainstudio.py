@@ -172,6 +172,20 @@ def test_a_few_steps_lower_the_total_loss_on_a_fixed_batch(prediction_type):
     assert last["image_kl"] > 0  # the adapted model has moved away from the source
 
 
+def test_x0_is_clipped_on_epsilon_checkpoints_only_by_default():
+    """Unclipped, an eps model's x0 at t near T is its error / sqrt(abar) and the hf-MSE explodes; clamped to
+    [-1, 1], each Haar detail band is at most 1 in size (a half-sum of four +-1 terms), so hf <= 3 and the MSE
+    to the real shots' hf is at most 36."""
+    images = _images(6)
+    epsilon = _method("epsilon")
+    assert epsilon.clip_x0 and not _method("v_prediction").clip_x0
+    assert float(_losses(epsilon, images, seed=7)["hf_mse"]) <= 36
+    unclipped = build_method("domainstudio", new_model("tiny", SIZE, "epsilon"), {"clip_x0": False})
+    unclipped.unet.load_state_dict(epsilon.unet.state_dict())
+    unclipped.source.load_state_dict(epsilon.source.state_dict())
+    assert float(_losses(unclipped, images, seed=7)["hf_mse"]) > 100
+
+
 def test_adapt_domainstudio_end_to_end_and_sample(tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()

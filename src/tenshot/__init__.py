@@ -1,17 +1,20 @@
 """tenshot: few-shot image generation with diffusion models.
 
-The commands are functions: :func:`pretrain`, :func:`adapt`, :func:`distill`, :func:`sample`, each taking the config
-dataclass the CLI builds (:mod:`tenshot.config`). Heavy modules load on first use.
+The commands are functions: :func:`pretrain`, :func:`adapt`, :func:`distill`, :func:`sample`, :func:`report`, ..., each
+taking the config dataclass the CLI builds (:mod:`tenshot.config`). Heavy modules load on first use.
 """
 
-from .config import AdaptConfig, DistillConfig, PretrainConfig, SampleConfig, TrainConfig
+from .config import AdaptConfig, DistillConfig, PretrainConfig, ReportConfig, SampleConfig, TrainConfig
 from .errors import TenshotError
 
-__all__ = ["AdaptConfig", "DistillConfig", "PretrainConfig", "SampleConfig", "TenshotError", "TrainConfig", "adapt", "distill", "pretrain", "sample"]
+__all__ = [
+    "AdaptConfig", "DistillConfig", "PretrainConfig", "ReportConfig", "SampleConfig", "TenshotError", "TrainConfig",
+    "adapt", "distill", "pretrain", "report", "sample",
+]
 
 
 def __getattr__(name):
-    if name in ("pretrain", "adapt", "distill", "sample", "generate", "demo"):
+    if name in ("pretrain", "adapt", "distill", "sample", "generate", "demo", "report"):
         from . import api
 
         return getattr(api, name)

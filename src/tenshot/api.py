@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import AdaptConfig, DemoConfig, DistillConfig, PretrainConfig, SampleConfig, TrainConfig, load_yaml, save_yaml, to_dict
+from .config import AdaptConfig, DemoConfig, DistillConfig, PretrainConfig, ReportConfig, SampleConfig, TrainConfig, load_yaml, save_yaml, to_dict
 from .errors import TenshotError
 
 
@@ -24,6 +24,7 @@ class RunResult:
     steps: int
     seconds: float
     final_losses: dict[str, float] = field(default_factory=dict)
+    report: Path | None = None  # report.html, written by the main process
 
 
 @dataclass
@@ -88,13 +89,19 @@ def _train_and_export(method, images: np.ndarray, train: TrainConfig, out: Path,
             from safetensors.torch import save_file
 
             save_file({k: v.detach().cpu().contiguous() for k, v in extra.items()}, out / "method.safetensors")
+    page = report(ReportConfig(run=str(out))).path if trainer.is_main else None
     trainer.accelerator.wait_for_everyone()
-    return RunResult(run=out, model=out / "model", steps=result.steps, seconds=result.seconds, final_losses=result.final_losses)
+    return RunResult(run=out, model=out / "model", steps=result.steps, seconds=result.seconds, final_losses=result.final_losses, report=page)
 
 
 def _replace_folder(target: Path, write) -> None:
-    """Write a folder through ``write(staging)`` and rename it over ``target`` (never half-written)."""
+    """Write a folder through ``write(staging)`` and rename it over ``target`` (never half-written).
+
+    The folder gets the permissions a plain ``mkdir`` would give (``mkdtemp`` makes it private to its owner)."""
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
     try:
         write(staging)
         if target.exists():
@@ -132,6 +139,7 @@ def adapt(config: AdaptConfig, resume: bool = False) -> RunResult:
     out = Path(config.out)
     model = load_model(config.source)
     images = load_domain(config.target, model.size, default_split="shots", minimum=1)
+    torch.manual_seed(config.train.seed)  # a method's random initial state (CRDI's embeddings) follows --seed
     method = build_method(config.method, model, config.options)
     method.setup(to_tensor(images))
     _prepare_run(out, config, resume)
@@ -266,6 +274,14 @@ def sample(config: SampleConfig, progress: bool = False) -> SampleResult:
     return SampleResult(folder=folder, grid=grid, count=len(images), seconds=seconds)
 
 
+def report(config: ReportConfig):
+    """Write ``report.html`` in the run folder ``config.run``: config, loss curves, training grids, metrics,
+    and samples beside their nearest shots (:mod:`tenshot.run_report`). Returns a ``ReportResult``."""
+    from .run_report import write_report
+
+    return write_report(config)
+
+
 @dataclass
 class DemoResult:
     run: Path
@@ -273,6 +289,7 @@ class DemoResult:
     grid: Path
     adapt_seconds: float
     sample_seconds: float
+    report: Path | None = None
 
 
 def demo(config: DemoConfig) -> DemoResult:
@@ -282,4 +299,5 @@ def demo(config: DemoConfig) -> DemoResult:
     out = Path(config.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
     adapted = adapt(AdaptConfig(source=config.source, target=config.target, method=config.method, out=str(out), train=config.train))
     result = sample(SampleConfig(model=str(out), out=str(out / "generated"), n=config.n, steps=config.sample_steps, seed=config.train.seed), progress=True)
-    return DemoResult(run=out, samples=result.folder, grid=result.grid, adapt_seconds=adapted.seconds, sample_seconds=result.seconds)
+    page = report(ReportConfig(run=str(out))).path  # again, now with the generated samples beside the shots
+    return DemoResult(run=out, samples=result.folder, grid=result.grid, adapt_seconds=adapted.seconds, sample_seconds=result.seconds, report=page)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .config import AdaptConfig, DemoConfig, DistillConfig, PretrainConfig, SampleConfig, TrainConfig
+from .config import METHOD_TRAIN_DEFAULTS, AdaptConfig, DemoConfig, DistillConfig, PretrainConfig, SampleConfig, TrainConfig, adapt_train_defaults
 from .errors import Interrupted, TenshotError
 
 
@@ -43,12 +43,35 @@ def _training_options(defaults: TrainConfig):
     return decorate
 
 
-def _train_config(defaults: TrainConfig, values: dict) -> TrainConfig:
+def _train_config(defaults: TrainConfig, values: dict, given: set[str] | None = None) -> TrainConfig:
+    """The training flags taken out of ``values``; with ``given``, flags not in it keep ``defaults``' value."""
     config = TrainConfig(**{**defaults.__dict__})
     for name in list(values):
         if hasattr(config, name):
-            setattr(config, name, values.pop(name))
+            value = values.pop(name)
+            if given is None or name in given:
+                setattr(config, name, value)
     return config
+
+
+def _given_flags() -> set[str]:
+    """The parameters of the running command set on the command line (or by environment), not by default."""
+    from click.core import ParameterSource
+
+    context = click.get_current_context()
+    return {name for name in context.params if context.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}
+
+
+def _method_defaults_help() -> str:
+    """--help text: each method's training defaults that replace the ones shown (config.METHOD_TRAIN_DEFAULTS)."""
+
+    def setting(name, value):
+        name = name.replace("_", "-")
+        if isinstance(value, bool):
+            return name if value else f"no-{name}"
+        return f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+
+    return " ".join(f"{method}: {', '.join(setting(k, v) for k, v in values.items())}." for method, values in METHOD_TRAIN_DEFAULTS.items())
 
 
 def _echo_main(text: str) -> None:
@@ -114,22 +137,25 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
     return options
 
 
-@main.command()
+@main.command(
+    help="Adapt a source model to a few target images. Defaults fit about 5 minutes at 32 px on 2 CPU cores "
+    "(crdi about 7). A method's own training defaults replace those shown below where the flag is not given: "
+    + _method_defaults_help()
+)
 @click.option("--source", default=ADAPT.source, show_default=True, help="Source model: run folder, diffusers folder, asset name or hub id.")
 @click.option("--target", default=ADAPT.target, show_default=True, help="Folder of target images or emoji:STYLE[:SPLIT] (default split shots).")
-@click.option("--method", type=click.Choice(["finetune", "domainstudio"]), default=ADAPT.method, show_default=True, help="Adaptation method.")
+@click.option("--method", type=click.Choice(["finetune", "domainstudio", "crdi"]), default=ADAPT.method, show_default=True, help="Adaptation method.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A method option (repeatable), e.g. snr_gamma=0.")
 @click.option("--out", required=True, help="Run folder.")
 @_training_options(ADAPT.train)
 def adapt(**values):
-    """Adapt a source model to a few target images. Defaults fit about 5 minutes at 32 px on 2 CPU cores."""
     from . import api
 
     resume = values.pop("resume")
-    train = _train_config(ADAPT.train, values)
+    train = _train_config(adapt_train_defaults(values["method"]), values, _given_flags())
     config = AdaptConfig(train=train, options=_parse_options(values.pop("options")), **values)
     result = api.adapt(config, resume=resume)
-    _echo_main(f"model: {result.model}\nrun: {result.run} ({result.steps} steps, {result.seconds:.0f} s)")
+    _echo_main(f"model: {result.model}\nrun: {result.run} ({result.steps} steps, {result.seconds:.0f} s)\nreport: {result.report}")
 
 
 DISTILL = DistillConfig()
@@ -207,6 +233,7 @@ def demo(source, target, steps, n, seed, out):
     click.echo(f"training grids: {result.run / 'samples'}")
     click.echo(f"samples: {result.samples} ({n} images in {result.sample_seconds:.0f} s)")
     click.echo(f"grid: {result.grid}")
+    click.echo(f"report: {result.report}")
 
 
 @main.group()
@@ -265,6 +292,27 @@ def evaluate(samples, features, **values):
     for key, value in result.metrics.items():
         click.echo(f"{key:<18} {value:>10}" if isinstance(value, int) else f"{key:<18} {value:>10.4f}")
     click.echo(f"metrics: {result.path} ({result.seconds:.0f} s)")
+
+
+from .config import ReportConfig  # noqa: E402  (kept inside the report block)
+
+REPORT = ReportConfig()
+
+
+@main.command()
+@click.argument("run")
+@click.option("--metrics", multiple=True, metavar="FILE", help="A metrics.json to tabulate beside RUN/metrics.json (repeatable).")
+@click.option("--samples", default=None, help="Folder of samples to show beside their nearest shots (default: RUN/generated/, else the last training grid, else drawn from RUN).")
+@click.option("--n", type=int, default=REPORT.n, show_default=True, help="Samples shown beside their nearest shots.")
+@click.option("--steps", type=int, default=REPORT.steps, show_default=True, help="DDIM steps when the samples must be drawn.")
+@click.option("--seed", type=int, default=REPORT.seed, show_default=True, help="Seed when the samples must be drawn.")
+def report(run, metrics, **values):
+    """Write RUN/report.html: config, loss curves, training grids, metrics, samples beside their nearest shots.
+    One static file (images embedded) that opens offline; adapt and demo write it too."""
+    from .run_report import write_report  # api.report without api's torch import: a bad RUN fails at once
+
+    result = write_report(ReportConfig(run=run, metrics=list(metrics), **values))
+    click.echo(f"report: {result.path} ({result.seconds:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -84,18 +84,36 @@ class PretrainConfig:
             raise TenshotError(f"size must be between 8 and 512, got {self.size}")
 
 
+# The training settings a method needs instead of adapt's own (METHODS.md rule 3: each default fits about
+# 10 minutes at 32 px on 2 cores). They apply wherever the user does not set the value: the flags the CLI
+# was not given, and ``AdaptConfig(train=None)``. See each method's module docstring for the reasons.
+METHOD_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "crdi": {"steps": 1500, "batch_size": 10, "lr": 0.05, "grad_clip": 0.0, "flip": False, "checkpoint_every": 500, "preview_every": 500},
+}
+
+
+def adapt_train_defaults(method: str) -> TrainConfig:
+    """``adapt``'s training defaults for ``method``: batch 8, lr 1e-4, 300 steps, with the method's overrides."""
+    base = TrainConfig(steps=300, batch_size=8, lr=1e-4, checkpoint_every=100, preview_every=100)
+    return dataclasses.replace(base, **METHOD_TRAIN_DEFAULTS.get(method, {}))
+
+
 @dataclass
 class AdaptConfig:
-    """``tenshot adapt``: adapt a source model to a few target images with one method."""
+    """``tenshot adapt``: adapt a source model to a few target images with one method.
+
+    ``train=None`` (the default) means :func:`adapt_train_defaults` of ``method``."""
 
     source: str = "noto-32"
     target: str = "emoji:openmoji"
     out: str = "runs/adapt"
     method: str = "finetune"
     options: dict[str, Any] = field(default_factory=dict)
-    train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=300, batch_size=8, lr=1e-4, checkpoint_every=100, preview_every=100)
-    )
+    train: TrainConfig | None = None
+
+    def __post_init__(self):
+        if self.train is None:
+            self.train = adapt_train_defaults(self.method)
 
     def validate(self) -> None:
         from .methods import METHODS
@@ -269,3 +287,26 @@ class EvaluateConfig:
             raise TenshotError(f"size must be between 16 and 1024, got {self.size}")
         if self.steps < 1 or self.batch_size < 1:
             raise TenshotError("steps and batch-size must be at least 1")
+
+
+@dataclass
+class ReportConfig:
+    """``tenshot report``: write ``report.html`` in the run folder ``run``.
+
+    ``metrics`` lists metrics.json files to tabulate beside the run's own. The shots are shown beside
+    ``n`` samples: the first ``n`` images of ``samples`` (a folder), else of the run's ``generated/``,
+    else of its last training grid, else ``n`` drawn from the run (``steps`` DDIM steps, ``seed``).
+    """
+
+    run: str = "runs/adapt"
+    metrics: list[str] = field(default_factory=list)
+    samples: str | None = None
+    n: int = 16
+    steps: int = 25
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not 1 <= self.n <= 256:
+            raise TenshotError(f"n must be between 1 and 256, got {self.n}")
+        if self.steps < 1:
+            raise TenshotError(f"steps must be at least 1, got {self.steps}")

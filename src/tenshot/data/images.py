@@ -125,3 +125,19 @@ def make_grid(images: np.ndarray, columns: int | None = None, padding: int = 2) 
         top, left = padding + row * (height + padding), padding + column * (width + padding)
         grid[top : top + height, left : left + width] = image
     return grid
+
+
+def split_grid(grid: np.ndarray, count: int, columns: int | None = None, padding: int = 2) -> np.ndarray:
+    """The ``count`` images of a :func:`make_grid` grid (its inverse), uint8 ``(count, H, W, 3)``."""
+    columns = columns or max(1, int(np.ceil(np.sqrt(count))))
+    rows = int(np.ceil(count / columns))
+    (pitch_y, rest_y), (pitch_x, rest_x) = divmod(grid.shape[0] - padding, rows), divmod(grid.shape[1] - padding, columns)
+    height, width = pitch_y - padding, pitch_x - padding
+    if rest_y or rest_x or height < 1 or width < 1:
+        raise ValueError(f"a {grid.shape[1]}x{grid.shape[0]} grid is not {count} images in {columns} columns with padding {padding}")
+    cells = []
+    for index in range(count):
+        row, column = divmod(index, columns)
+        top, left = padding + row * pitch_y, padding + column * pitch_x
+        cells.append(grid[top : top + height, left : left + width])
+    return np.stack(cells)

@@ -11,6 +11,7 @@ import torch
 from ..errors import TenshotError
 from ..models.unet import DiffusionModel
 from .base import Batch, Method
+from .crdi import CRDI, CRDIOptions
 from .domainstudio import DomainStudio, DomainStudioOptions
 from .finetune import FineTune, FineTuneOptions
 from .gdd import GDD, GDDOptions, is_one_step
@@ -19,6 +20,7 @@ from .gdd import GDD, GDDOptions, is_one_step
 METHODS: dict[str, tuple[type, Callable[[DiffusionModel, Any], Method]]] = {
     "finetune": (FineTuneOptions, FineTune),
     "domainstudio": (DomainStudioOptions, DomainStudio),
+    "crdi": (CRDIOptions, CRDI),
     "gdd": (GDDOptions, GDD),
 }
 

@@ -45,6 +45,9 @@ class Method(torch.nn.Module):
 
     name = "method"
     model: DiffusionModel
+    # True when a step may leave some trainable parameters without a gradient (CRDI trains one time segment per
+    # step): multi-process training must then let DDP look for them, and Adam skips them.
+    some_parameters_unused = False
 
     def __init__(self, model: DiffusionModel, options):
         """Registers the UNet being adapted as ``self.unet`` and keeps the method's options."""

@@ -6,8 +6,14 @@ Per step, on a batch of B target shots x0 (images in [-1, 1]):
 
 - t ~ U{0..T-1} and eps ~ N(0, I) per sample, x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps. The adapted UNet
   and a frozen copy of the source UNet both read the same (x_t, t); the checkpoint's prediction type is turned
-  into x0-predictions x^ada_i and x^sou_i by ``NoiseSchedule.predict`` (no method assumes eps). No clipping,
-  as in the code.
+  into x0-predictions x^ada_i and x^sou_i by ``NoiseSchedule.predict`` (no method assumes eps). ``clip_x0``
+  clamps them to the data range [-1, 1] before the terms below; by default only on eps-prediction
+  checkpoints. There x^_0 = (x_t - sqrt(1 - abar_t) eps^) / sqrt(abar_t) divides the network's error by
+  sqrt(abar_999) = 0.006 on the linear schedule, so the unclipped hf-MSE reaches thousands at t near T and
+  swamps every other term (measured 3533 against L_simple 1.16 on a fresh eps UNet), which the official code
+  (eps, unclipped) lives with. v and x0 predictions are bounded by construction and stay unclipped, as in the
+  code: on ``noto-32`` (v) a fifth of the x^_0 pixels at small t lie just above 1 (white backgrounds), where a
+  clamp would only cut gradients.
 - L_simple: the denoising loss of :func:`~tenshot.methods.losses.diffusion_loss`, min-SNR-``snr_gamma``
   weighted like ``finetune``, so the two methods differ only by the terms below. ``snr_gamma=.inf`` gives the
   papers' exact L_simple (the eps-MSE, whatever the prediction type). There is no learned variance, so no L_vb.
@@ -42,7 +48,7 @@ distribution has one entry and the KL is identically 0. Mixed precision autocast
 similarities, Haar bands and losses are fp32.
 
 Training defaults are ``adapt``'s (batch 8, lr 1e-4, METHODS.md); the source forward adds about one
-inference pass per step (bench/step_time.py).
+inference pass per step (bench/speed.py).
 """
 
 from __future__ import annotations
@@ -76,7 +82,8 @@ class DomainStudioOptions:
     """``preset`` (tenshot, code, paper) sets the five loss settings below; an option given explicitly wins.
 
     ``pair_weight``, ``hf_pair_weight``, ``hf_mse_weight``: weights of L_img, L_hf, L_hfmse.
-    ``paper_hf_mse``: hf-MSE weight 0.05. ``kl_direction``: source-to-adapted = KL(p_sou || p_ada) (the code's)
+    ``paper_hf_mse``: hf-MSE weight 0.05. ``clip_x0``: clamp x0-predictions to [-1, 1] (None: on eps-prediction
+    checkpoints only; module docstring). ``kl_direction``: source-to-adapted = KL(p_sou || p_ada) (the code's)
     or adapted-to-source (the paper's). ``kl_reduction``: anchors (mean over anchors of each anchor's KL) or
     entries (sum over anchors / (B(B-1)), the code's ``KLDivLoss`` mean). ``snr_gamma``: min-SNR weight of
     L_simple as in finetune (.inf: the papers' plain eps-MSE).
@@ -90,6 +97,7 @@ class DomainStudioOptions:
     kl_direction: str | None = None
     kl_reduction: str | None = None
     snr_gamma: float = 5.0
+    clip_x0: bool | None = None
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -165,6 +173,8 @@ class DomainStudio(Method):
     def __init__(self, model: DiffusionModel, options: DomainStudioOptions | None = None):
         super().__init__(model, options or DomainStudioOptions())
         self.settings = self.options.resolved()
+        clip = self.options.clip_x0
+        self.clip_x0 = model.schedule.prediction_type == "epsilon" if clip is None else bool(clip)
         self.source = copy.deepcopy(model.unet).requires_grad_(False).eval()
         self.unet.requires_grad_(True)
 
@@ -187,6 +197,8 @@ class DomainStudio(Method):
         adapted = terms["prediction"].x0
         with torch.no_grad():
             source = schedule.predict(self.source(x_t, t).sample.float(), x_t, t).x0
+        if self.clip_x0:
+            adapted, source = adapted.clamp(-1.0, 1.0), source.clamp(-1.0, 1.0)
         kl = {"direction": settings["kl_direction"], "reduction": settings["kl_reduction"]}
         adapted_hf = high_frequency(adapted)
         image_kl = pairwise_similarity_kl(adapted, source, **kl)

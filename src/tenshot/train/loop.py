@@ -179,7 +179,8 @@ class Trainer:
     """Runs a :class:`Method` for ``config.steps`` optimiser steps on ``images`` and writes into ``run``."""
 
     def __init__(self, method: Method, images: np.ndarray, config: TrainConfig, run: Path, resume: bool = False):
-        from accelerate import Accelerator, DistributedDataParallelKwargs
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
 
         config.validate()
         self.config = config
@@ -187,14 +188,14 @@ class Trainer:
         self.method = method
         precision = resolve_mixed_precision(config.mixed_precision)
         _forget_single_process_precision(precision)
-        # a phase leaves the other groups' parameters without gradients (a GAN's generator in the
-        # discriminator's phase), which DDP accepts only when told to look for unused parameters
-        several = len(method.parameter_groups()) > 1
+        # a phase of a method with several parameter groups leaves the other groups' parameters without
+        # gradients (a GAN's generator in the discriminator's phase): DDP must look for unused parameters
+        unused = method.some_parameters_unused or len(method.parameter_groups()) > 1
         self.accelerator = Accelerator(
             mixed_precision=precision,
             gradient_accumulation_steps=config.grad_accum,
             cpu=cpu_only(),
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)] if several else None,
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)],
         )
         world = self.accelerator.num_processes
         micro = config.batch_size // config.grad_accum

@@ -1,0 +1,208 @@
+"""The EmojiShift quality table: every method on every target, adapted from ``noto-32``, sampled, evaluated.
+
+Each cell is a real run of the command line, in its own process, so that its wall time and peak memory (the
+child's maximum resident set) are those a user sees: ``tenshot adapt`` (or ``distill``), ``tenshot sample``,
+``tenshot evaluate --reference emoji:T --shots emoji:T``. Three anchors sit on the same table:
+
+- ``source``: ``noto-32`` itself, unadapted (what every method starts from);
+- ``oracle``: fine-tuning on the whole ``train`` half of the target style (all the data, not 10 shots), run
+  once per target and cached under the work folder by a hash of its command;
+- ``shots``: the 10 shots themselves, repeated to the sample count (the memorising extreme).
+
+Cells are cached: a cell whose ``metrics.json`` exists is read back, so an interrupted benchmark continues
+where it stopped. ``make bench`` runs the full table (3 seeds, 1,000 samples: hours on 2 CPU cores);
+``--quick`` is one target (openmoji), one seed and 200 samples per cell, each method at its default budget,
+and a 300-step oracle (the full table's oracle trains 3,000 steps at batch 32).
+
+    .venv/bin/python bench/quality.py --quick
+    .venv/bin/python bench/quality.py --targets openmoji --methods finetune,domainstudio --seeds 0 --n 500
+
+Writes ``bench/results/quality.json`` and ``bench/results/quality.md`` (mean and spread over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+TENSHOT = str(Path(sys.executable).parent / "tenshot")
+SOURCE = "noto-32"
+TARGETS = ("openmoji", "emojione")
+METHODS = ("finetune", "domainstudio", "phasic", "crdi")
+ANCHORS = ("source", "oracle", "shots")
+COLUMNS = ("fid-el0", "kid-el0", "intra-lpips-el0", "near-copy-share", "swd", "adapt-seconds", "adapt-peak-gb", "sample-img-per-s")
+ORACLE_FLAGS = ["--batch-size", "32", "--lr", "2e-4", "--checkpoint-every", "1000", "--preview-count", "0"]
+ORACLE_STEPS, QUICK_ORACLE_STEPS = 3000, 300
+
+
+def run(argv: list[str], log: Path) -> dict[str, float]:
+    """Run ``argv`` to completion, its output to ``log``; its wall seconds and peak resident memory (GB)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed with status {process.returncode}; see {log}")
+    return {"seconds": time.perf_counter() - started, "peak-gb": usage.ru_maxrss / 1024**2}
+
+
+def evaluate(samples: Path, target: str, out: Path) -> dict[str, float]:
+    run([TENSHOT, "evaluate", str(samples), "--reference", f"emoji:{target}", "--shots", f"emoji:{target}", "--out", str(out)], out.with_suffix(".log"))
+    return json.loads(out.read_text())
+
+
+def sample(model: str, cell: Path, n: int, seed: int) -> float:
+    """Sample ``n`` images into ``cell/samples``; images per second of the whole ``tenshot sample`` process."""
+    shutil.rmtree(cell / "samples", ignore_errors=True)
+    timing = run([TENSHOT, "sample", model, "--n", str(n), "--seed", str(seed), "--batch-size", "100", "--out", str(cell / "samples")], cell / "sample.log")
+    return n / timing["seconds"]
+
+
+def method_cell(work: Path, target: str, method: str, seed: int, n: int, extra: list[str]) -> dict:
+    cell = work / target / method / f"seed-{seed}"
+    done = cell / "cell.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    shutil.rmtree(cell / "run", ignore_errors=True)
+    argv = [TENSHOT, "adapt", "--source", SOURCE, "--target", f"emoji:{target}", "--method", method, "--seed", str(seed),
+            "--preview-count", "0", "--out", str(cell / "run"), *extra]
+    adapted = run(argv, cell / "adapt.log")
+    speed = sample(str(cell / "run"), cell, n, seed)
+    metrics = evaluate(cell / "samples", target, cell / "metrics.json")
+    result = {**metrics, "adapt-seconds": adapted["seconds"], "adapt-peak-gb": adapted["peak-gb"], "sample-img-per-s": speed, "command": " ".join(argv[1:])}
+    done.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def anchor_cell(work: Path, target: str, anchor: str, n: int, oracle_steps: int) -> dict:
+    cell = work / target / anchor
+    done = cell / "cell.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    extra: dict = {}
+    if anchor == "source":
+        extra["sample-img-per-s"] = sample(SOURCE, cell, n, 0)
+    elif anchor == "oracle":
+        argv = [TENSHOT, "adapt", "--source", SOURCE, "--target", f"emoji:{target}:train", "--method", "finetune", "--steps", str(oracle_steps), *ORACLE_FLAGS]
+        key = hashlib.sha256(" ".join(argv).encode()).hexdigest()[:12]
+        oracle = work / "oracles" / f"{target}-{key}"
+        if not (oracle / "model").is_dir():
+            shutil.rmtree(oracle, ignore_errors=True)
+            timing = run([*argv, "--out", str(oracle)], oracle.with_suffix(".log"))
+            (oracle / "timing.json").write_text(json.dumps(timing) + "\n")
+        extra = {"adapt-seconds": json.loads((oracle / "timing.json").read_text())["seconds"], "command": " ".join(argv[1:])}
+        extra["sample-img-per-s"] = sample(str(oracle), cell, n, 0)
+    else:
+        repeat_shots(target, cell / "samples", n)
+    metrics = evaluate(cell / "samples", target, cell / "metrics.json")
+    result = {**metrics, **extra}
+    done.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def repeat_shots(target: str, out: Path, n: int) -> None:
+    from tenshot.api import write_samples
+    from tenshot.data import load_domain
+
+    shots = load_domain(f"emoji:{target}", 32, default_split="shots", minimum=1)
+    shutil.rmtree(out, ignore_errors=True)
+    write_samples(np.concatenate([shots] * (n // len(shots) + 1))[:n], out)
+
+
+def summarise(cells: list[dict]) -> dict:
+    """Mean and (over several seeds) sample standard deviation of every column."""
+    summary = {}
+    for column in COLUMNS:
+        values = [c[column] for c in cells if c.get(column) is not None]
+        if values:
+            summary[column] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None, "n": len(values)}
+    return summary
+
+
+def markdown(table: dict, settings: dict) -> str:
+    lines = [
+        f"EmojiShift at 32 px from `{SOURCE}`: {settings['n']} samples per cell, seeds {settings['seeds']}, "
+        f"{settings['date']}, `{settings['command']}`. Mean ± standard deviation over seeds; EL0 metrics against the "
+        "target's `reference` half, near-copy against its shots. Phasic trains against EL0 features (the metric "
+        "network), so its EL0 figures may be flattered; swd is network-free.",
+        "",
+        "| target | method | " + " | ".join(COLUMNS) + " |",
+        "|---" * (len(COLUMNS) + 2) + "|",
+    ]
+    for target, rows in table.items():
+        for method, summary in rows.items():
+            cells = []
+            for column in COLUMNS:
+                entry = summary.get(column)
+                if entry is None:
+                    cells.append("")
+                    continue
+                digits = 4 if column.startswith("kid") or column == "near-copy-share" else 2
+                text = f"{entry['mean']:.{digits}f}"
+                if entry["std"] is not None:
+                    text += f" ± {entry['std']:.{digits}f}"
+                cells.append(text)
+            lines.append(f"| {target} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="openmoji only, one seed, 200 samples per cell, a 300-step oracle.")
+    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--methods", default=",".join(METHODS), help="Comma list of methods to adapt with.")
+    parser.add_argument("--anchors", default=",".join(ANCHORS), help="Comma list of anchors (empty: none).")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--n", type=int, default=1000, help="Samples per cell.")
+    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "tenshot-bench"), help="Runs, samples and cached cells.")
+    parser.add_argument("--adapt-flags", default="", help="Extra flags for every adapt, e.g. '--steps 300'.")
+    parser.add_argument("--name", default="quality", help="Result files bench/results/NAME.{json,md}.")
+    args = parser.parse_args()
+    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    n = 200 if args.quick else args.n
+    targets = ["openmoji"] if args.quick else [t for t in args.targets.split(",") if t]
+    oracle_steps = QUICK_ORACLE_STEPS if args.quick else ORACLE_STEPS
+    work = Path(args.work) / f"n{n}"
+    extra = args.adapt_flags.split()
+    print(f"quality benchmark: {len(seeds)} seed(s), {n} samples per cell, work folder {work}; the full table takes hours on 2 CPU cores", flush=True)
+    table: dict = {}
+    raw: dict = {}
+    for target in targets:
+        table[target], raw[target] = {}, {}
+        for anchor in [a for a in args.anchors.split(",") if a]:
+            print(f"{target} / {anchor}", flush=True)
+            cell = anchor_cell(work, target, anchor, n, oracle_steps)
+            raw[target][anchor] = [cell]
+            table[target][anchor] = summarise([cell])
+        for method in [m for m in args.methods.split(",") if m]:
+            cells = []
+            for seed in seeds:
+                print(f"{target} / {method} / seed {seed}", flush=True)
+                cells.append(method_cell(work, target, method, seed, n, extra))
+            raw[target][method] = cells
+            table[target][method] = summarise(cells)
+    settings = {"source": SOURCE, "n": n, "seeds": seeds, "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", "bench/quality.py", *sys.argv[1:]]),
+                "adapt-flags": extra, "cpu-threads": os.cpu_count()}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({"settings": settings, "table": table, "cells": raw}, indent=2) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(markdown(table, settings))
+    print(markdown(table, settings))
+
+
+if __name__ == "__main__":
+    main()
