@@ -1,17 +1,17 @@
 """tenshot: few-shot image generation with diffusion models.
 
-The commands are functions: :func:`pretrain`, :func:`adapt`, :func:`sample`, each taking the config
+The commands are functions: :func:`pretrain`, :func:`adapt`, :func:`sample`, :func:`translate`, each taking the config
 dataclass the CLI builds (:mod:`tenshot.config`). Heavy modules load on first use.
 """
 
-from .config import AdaptConfig, PretrainConfig, SampleConfig, TrainConfig
+from .config import AdaptConfig, PretrainConfig, SampleConfig, TrainConfig, TranslateConfig
 from .errors import TenshotError
 
-__all__ = ["AdaptConfig", "PretrainConfig", "SampleConfig", "TenshotError", "TrainConfig", "adapt", "pretrain", "sample"]
+__all__ = ["AdaptConfig", "PretrainConfig", "SampleConfig", "TenshotError", "TrainConfig", "TranslateConfig", "adapt", "pretrain", "sample", "translate"]
 
 
 def __getattr__(name):
-    if name in ("pretrain", "adapt", "sample", "generate", "demo"):
+    if name in ("pretrain", "adapt", "sample", "generate", "demo", "translate"):
         from . import api
 
         return getattr(api, name)

@@ -13,11 +13,13 @@ from ..models.unet import DiffusionModel
 from .base import Batch, Method
 from .domainstudio import DomainStudio, DomainStudioOptions
 from .finetune import FineTune, FineTuneOptions
+from .phasic import Phasic, PhasicOptions
 
 # name -> (options dataclass, builder)
 METHODS: dict[str, tuple[type, Callable[[DiffusionModel, Any], Method]]] = {
     "finetune": (FineTuneOptions, FineTune),
     "domainstudio": (DomainStudioOptions, DomainStudio),
+    "phasic": (PhasicOptions, Phasic),
 }
 
 
