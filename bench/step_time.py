@@ -88,6 +88,9 @@ def main() -> None:
     for name in names:
         torch.manual_seed(0)
         method = build_method(name, new_model(args.preset, args.size, args.prediction_type), {}).train()
+        if method.needs_source_images:  # phasic: random stand-ins (compute does not depend on the images)
+            method.source_images = torch.rand(64, 3, args.size, args.size, generator=torch.Generator().manual_seed(1)) * 2 - 1
+        method.setup(images)
         runs[name] = (method, torch.optim.AdamW(method.trainable_parameters(), lr=1e-4))
     load_before = os.getloadavg()
     for step in range(args.warmup):

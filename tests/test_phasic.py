@@ -295,3 +295,11 @@ def test_translate_keeps_nested_names_and_refuses_collisions(tmp_path):
     Image.fromarray(np.full((SIZE, SIZE, 3), 10, np.uint8)).save(inputs / "b.png")
     result = runner.invoke(main, ["translate", str(source), "--input", str(inputs), "--steps", "2", "--out", str(tmp_path / "again")])
     assert result.exit_code == 2 and "would both be translated to b.png" in result.output
+
+
+def test_source_data_is_refused_by_methods_without_source_images(tmp_path):
+    source = save_model(new_model("tiny", SIZE), tmp_path / "source")
+    shots = write_images(tmp_path / "shots", 2, SIZE)
+    result = CliRunner().invoke(main, ["adapt", "--source", str(source), "--target", str(shots), "--source-data", str(shots), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "--source-data is for methods that use source images" in result.output
+    assert not (tmp_path / "run").exists()

@@ -144,6 +144,8 @@ def adapt(config: AdaptConfig, resume: bool = False) -> RunResult:
 
         source = load_source_images(config.source_data, config.source, model, method.needs_source_images)
         method.source_images = to_tensor(source)
+    elif config.source_data:
+        raise TenshotError(f"--source-data is for methods that use source images (phasic); {config.method} does not")
     method.setup(to_tensor(images))
     _prepare_run(out, config, resume)
     initialisation = method.initialisation()

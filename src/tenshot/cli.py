@@ -120,13 +120,13 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--method", type=click.Choice(["finetune", "domainstudio", "phasic"]), default=ADAPT.method, show_default=True, help="Adaptation method.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A method option (repeatable), e.g. snr_gamma=0.")
 @click.option("--source-data", default=None, help="Source-domain images for methods that use them (phasic): folder or emoji:STYLE[:SPLIT] (default split all); default: the dataset the source model's card names, else 1,000 samples of the source model (cached).")
-@click.option("--stage", type=click.Choice(["both", "init", "adapt"]), default=None, help="phasic: init (stage 2: fusion initialisation on source images, UNet frozen; cached per source model), adapt (stage 3 from the cached stage 2) or both (default).")
+@click.option("--stage", type=click.Choice(["both", "init", "adapt"]), default=None, help="phasic: init (stage 2 alone: fusion initialisation on source images, UNet frozen, cached per source model; no stage 3), adapt (stage 3 from the cached stage 2) or both (default).")
 @click.option("--fusion-steps", type=int, default=None, help="phasic: optimiser steps of stage 2 (default 200, batch 8).")
 @click.option("--out", required=True, help="Run folder.")
 @_training_options(ADAPT.train)
 def adapt(**values):
     """Adapt a source model to a few target images. Defaults fit about 5 minutes at 32 px on 2 CPU cores
-    (finetune, domainstudio); phasic's fit about 10 (its steps are stage 3's; stage 2 runs once per source model)."""
+    (finetune, domainstudio); phasic's fit under 10 (its steps are stage 3's; stage 2 runs once per source model)."""
     from . import api
 
     resume = values.pop("resume")
