@@ -1,20 +1,21 @@
 """tenshot: few-shot image generation with diffusion models.
 
-The commands are functions: :func:`pretrain`, :func:`adapt`, :func:`distill`, :func:`sample`, :func:`report`, ..., each
-taking the config dataclass the CLI builds (:mod:`tenshot.config`). Heavy modules load on first use.
+The commands are functions: :func:`pretrain`, :func:`adapt`, :func:`distill`, :func:`sample`, :func:`translate`,
+:func:`report`, ..., each taking the config dataclass the CLI builds (:mod:`tenshot.config`). Heavy modules load on
+first use.
 """
 
-from .config import AdaptConfig, DistillConfig, PretrainConfig, ReportConfig, SampleConfig, TrainConfig
+from .config import AdaptConfig, DistillConfig, PretrainConfig, ReportConfig, SampleConfig, TrainConfig, TranslateConfig
 from .errors import TenshotError
 
 __all__ = [
     "AdaptConfig", "DistillConfig", "PretrainConfig", "ReportConfig", "SampleConfig", "TenshotError", "TrainConfig",
-    "adapt", "distill", "pretrain", "report", "sample",
+    "TranslateConfig", "adapt", "distill", "pretrain", "report", "sample", "translate",
 ]
 
 
 def __getattr__(name):
-    if name in ("pretrain", "adapt", "distill", "sample", "generate", "demo", "report"):
+    if name in ("pretrain", "adapt", "distill", "sample", "generate", "demo", "report", "translate"):
         from . import api
 
         return getattr(api, name)

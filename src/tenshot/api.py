@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import AdaptConfig, DemoConfig, DistillConfig, PretrainConfig, ReportConfig, SampleConfig, TrainConfig, load_yaml, save_yaml, to_dict
+from .config import AdaptConfig, DemoConfig, DistillConfig, PretrainConfig, ReportConfig, SampleConfig, TrainConfig, TranslateConfig, load_yaml, save_yaml, to_dict
 from .errors import TenshotError
 
 
@@ -74,24 +74,29 @@ def _prepare_run(out: Path, config, resume: bool) -> None:
 
 
 def _train_and_export(method, images: np.ndarray, train: TrainConfig, out: Path, resume: bool) -> RunResult:
-    from .models.unet import DiffusionModel, save_model
     from .train.loop import Trainer
 
     trainer = Trainer(method, images, train, out, resume=resume)
     result = trainer.train()
     if trainer.is_main:
-        averaged = method.averaged_module()
-        result.ema.copy_to(averaged)
-        model_dir = out / "model"
-        _replace_folder(model_dir, lambda staging: save_model(DiffusionModel(averaged, method.model.schedule), staging))
-        extra = method.extra_tensors()
-        if extra:
-            from safetensors.torch import save_file
-
-            save_file({k: v.detach().cpu().contiguous() for k, v in extra.items()}, out / "method.safetensors")
+        result.ema.copy_to(method.averaged_module())
+        _export(method, out)
     page = report(ReportConfig(run=str(out))).path if trainer.is_main else None
     trainer.accelerator.wait_for_everyone()
     return RunResult(run=out, model=out / "model", steps=result.steps, seconds=result.seconds, final_losses=result.final_losses, report=page)
+
+
+def _export(method, out: Path) -> None:
+    """``model/`` from ``method.model.unet`` and ``method.safetensors`` from its extra tensors (the EMA weights
+    are already copied into the method's modules)."""
+    from .models.unet import DiffusionModel, save_model
+
+    _replace_folder(out / "model", lambda staging: save_model(DiffusionModel(method.model.unet, method.model.schedule), staging))
+    extra = method.extra_tensors()
+    if extra:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().cpu().contiguous() for k, v in extra.items()}, out / "method.safetensors")
 
 
 def _replace_folder(target: Path, write) -> None:
@@ -141,8 +146,21 @@ def adapt(config: AdaptConfig, resume: bool = False) -> RunResult:
     images = load_domain(config.target, model.size, default_split="shots", minimum=1)
     torch.manual_seed(config.train.seed)  # a method's random initial state (CRDI's embeddings) follows --seed
     method = build_method(config.method, model, config.options)
+    source = None
+    if method.needs_source_images:
+        from .source_images import load_source_images
+
+        source = load_source_images(config.source_data, config.source, model, method.needs_source_images)
+        method.source_images = to_tensor(source)
+    elif config.source_data:
+        raise TenshotError(f"--source-data is for methods that use source images (phasic); {config.method} does not")
     method.setup(to_tensor(images))
     _prepare_run(out, config, resume)
+    initialisation = method.initialisation()
+    if initialisation is not None:
+        initialised_alone = _initialise(method, initialisation, source, config, out, resume)
+        if initialised_alone is not None:
+            return initialised_alone
     return _train_and_export(method, images, config.train, out, resume)
 
 
@@ -213,6 +231,20 @@ def distill(config: DistillConfig, resume: bool = False) -> RunResult:
     method = build_method(config.method, model, config.options)
     train = dataclasses.replace(config.train, ema_beta=config.ema_beta())
     return _train_and_export(method, images, train, out, resume)
+def _initialise(method, initialisation, source: np.ndarray, config: AdaptConfig, out: Path, resume: bool) -> RunResult | None:
+    """Run or load the method's initialisation stage (:mod:`tenshot.train.initialisation`) in ``out/NAME``, or in
+    ``out`` when the run is that stage alone; then the result of such a run, else None."""
+    from .source_images import model_fingerprint
+    from .train.initialisation import initialise
+    from .train.loop import distributed_state
+
+    folder = out if initialisation.alone else out / initialisation.name
+    done = initialise(method, initialisation, source, model_fingerprint(method.model), config.train, folder, resume)
+    if not initialisation.alone:
+        return None
+    if distributed_state().is_main_process:
+        _export(method, out)
+    return RunResult(run=out, model=out / "model", steps=done.steps, seconds=done.seconds, final_losses=done.final_losses)
 
 
 def generate(method, n: int, *, steps: int = 25, sampler: str = "ddim", eta: float = 0.0, seed: int = 0, batch_size: int = 64, start: int = 0, progress: bool = False) -> np.ndarray:
@@ -301,3 +333,78 @@ def demo(config: DemoConfig) -> DemoResult:
     result = sample(SampleConfig(model=str(out), out=str(out / "generated"), n=config.n, steps=config.sample_steps, seed=config.train.seed), progress=True)
     page = report(ReportConfig(run=str(out))).path  # again, now with the generated samples beside the shots
     return DemoResult(run=out, samples=result.folder, grid=result.grid, adapt_seconds=adapted.seconds, sample_seconds=result.seconds, report=page)
+
+
+@dataclass
+class TranslateResult:
+    folder: Path
+    grid: Path
+    count: int
+    seconds: float
+
+
+def _output_names(argument: str, files: list[Path]) -> list[Path]:
+    """Where each input's translation goes: its path inside the input folder (its name for an emoji domain),
+    as ``.png``; two inputs that would share an output are an error."""
+    from .data.domains import is_emoji_domain
+
+    root = None if is_emoji_domain(argument) else Path(argument)
+    names = [(Path(file.name) if root is None else file.relative_to(root)).with_suffix(".png") for file in files]
+    seen: dict[Path, Path] = {}
+    for name, file in zip(names, files):
+        if name in seen:
+            raise TenshotError(f"{seen[name]} and {file} would both be translated to {name}; rename one")
+        seen[name] = file
+    return names
+
+
+def translate(config: TranslateConfig, progress: bool = False) -> TranslateResult:
+    """Translate the source-domain images of ``config.input`` with the run ``config.model`` into ``config.out``,
+    keeping each input's file name (DESIGN.md: a translation can be scored against the true rendering of the
+    same emoji in the target style); the grid of the first 64 goes to ``OUT.png``."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    from .data.domains import domain_files
+    from .data.images import load_images, make_grid, save_png, to_tensor, to_uint8
+    from .diffusion.samplers import sample_generators
+    from .methods import load_for_sampling
+    from .methods.translation import TranslationSettings
+
+    config.validate()
+    out = Path(config.out)
+    if _occupied(out):
+        raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
+    method = load_for_sampling(config.model)
+    size = method.model.size
+    settings = TranslationSettings(
+        start=config.start, steps=config.steps, eta=config.eta, guidance_end=config.guidance_end,
+        filter_factor=config.filter_factor, style_repeats=config.style_repeats, output=config.output,
+    )
+    settings.check(size)
+    files = domain_files(config.input, size, default_split="all")[: config.n]
+    names = _output_names(config.input, files)
+    images = load_images(files, size)
+    device = next(method.model.unet.parameters()).device
+    started = time.perf_counter()
+    chunks = []
+    with torch.no_grad(), tqdm(total=len(images), disable=not progress, desc="translate", unit="img", dynamic_ncols=True) as bar:
+        for first in range(0, len(images), config.batch_size):
+            batch = to_tensor(images[first : first + config.batch_size]).to(device)
+            generators = sample_generators(config.seed, range(first, first + len(batch)))
+            chunks.append(to_uint8(method.translate(batch, settings, generators)))
+            bar.update(len(batch))
+    translated = np.concatenate(chunks)
+    seconds = time.perf_counter() - started
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(staging: Path) -> None:
+        for name, image in zip(names, translated):
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            save_png(image, staging / name)
+
+    _replace_folder(out, write)
+    grid = out.with_name(out.name + ".png")
+    save_png(make_grid(translated[:64]), grid)
+    return TranslateResult(folder=out, grid=grid, count=len(translated), seconds=seconds)

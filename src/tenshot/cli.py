@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .config import METHOD_TRAIN_DEFAULTS, AdaptConfig, DemoConfig, DistillConfig, PretrainConfig, SampleConfig, TrainConfig, adapt_train_defaults
+from .config import METHOD_TRAIN_DEFAULTS, AdaptConfig, DemoConfig, DistillConfig, PretrainConfig, SampleConfig, TrainConfig, TranslateConfig, adapt_train_defaults
 from .errors import Interrupted, TenshotError
 
 
@@ -97,7 +97,7 @@ class TenshotGroup(click.Group):
 @click.group(cls=TenshotGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="tenshot")
 def main():
-    """Few-shot image generation with diffusion models: pretrain, adapt, distill, sample, evaluate."""
+    """Few-shot image generation with diffusion models: pretrain, adapt, distill, sample, translate, evaluate."""
 
 
 PRETRAIN = PretrainConfig()
@@ -144,8 +144,11 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 )
 @click.option("--source", default=ADAPT.source, show_default=True, help="Source model: run folder, diffusers folder, asset name or hub id.")
 @click.option("--target", default=ADAPT.target, show_default=True, help="Folder of target images or emoji:STYLE[:SPLIT] (default split shots).")
-@click.option("--method", type=click.Choice(["finetune", "domainstudio", "crdi"]), default=ADAPT.method, show_default=True, help="Adaptation method.")
+@click.option("--method", type=click.Choice(["finetune", "domainstudio", "phasic", "crdi"]), default=ADAPT.method, show_default=True, help="Adaptation method.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A method option (repeatable), e.g. snr_gamma=0.")
+@click.option("--source-data", default=None, help="Source-domain images for methods that use them (phasic): folder or emoji:STYLE[:SPLIT] (default split all); default: the dataset the source model's card names, else 1,000 samples of the source model (cached).")
+@click.option("--stage", type=click.Choice(["both", "init", "adapt"]), default=None, help="phasic: init (stage 2 alone: fusion initialisation on source images, UNet frozen, cached per source model; no stage 3), adapt (stage 3 from the cached stage 2) or both (default).")
+@click.option("--fusion-steps", type=int, default=None, help="phasic: optimiser steps of stage 2 (default 200, batch 8).")
 @click.option("--out", required=True, help="Run folder.")
 @_training_options(ADAPT.train)
 def adapt(**values):
@@ -153,7 +156,12 @@ def adapt(**values):
 
     resume = values.pop("resume")
     train = _train_config(adapt_train_defaults(values["method"]), values, _given_flags())
-    config = AdaptConfig(train=train, options=_parse_options(values.pop("options")), **values)
+    options = _parse_options(values.pop("options"))
+    for flag in ("stage", "fusion_steps"):
+        if values[flag] is not None:
+            options[flag] = values[flag]
+        values.pop(flag)
+    config = AdaptConfig(train=train, options=options, **values)
     result = api.adapt(config, resume=resume)
     _echo_main(f"model: {result.model}\nrun: {result.run} ({result.steps} steps, {result.seconds:.0f} s)\nreport: {result.report}")
 
@@ -209,6 +217,32 @@ def sample(model, **values):
 
     result = api.sample(SampleConfig(model=model, **values), progress=True)
     click.echo(f"samples: {result.folder} ({result.count} images, {result.count / result.seconds:.1f} img/s)\ngrid: {result.grid}")
+
+
+TRANSLATE = TranslateConfig()
+
+
+@main.command()
+@click.argument("model")
+@click.option("--input", "input_", required=True, help="Source-domain images: folder or emoji:STYLE[:SPLIT] (default split all).")
+@click.option("--out", required=True, help="Folder for the translations, named as the inputs (as .png); the grid goes to OUT.png.")
+@click.option("--n", type=int, default=None, help="Translate the first N inputs only (default all).")
+@click.option("--start", type=int, default=TRANSLATE.start, show_default=True, help="Noise level to start from, as a time of the Phasic paper's cosine schedule (mapped to the model's: 600 -> 324 on linear).")
+@click.option("--steps", type=int, default=TRANSLATE.steps, show_default=True, help="Denoising steps from --start.")
+@click.option("--eta", type=float, default=TRANSLATE.eta, show_default=True, help="DDIM eta (1: the code's stochastic sampler).")
+@click.option("--guidance-end", type=int, default=TRANSLATE.guidance_end, show_default=True, help="Structure guidance while the next time is above this (cosine time; >= --start: off).")
+@click.option("--filter-factor", type=int, default=None, help="Low-pass factor N of the structure guidance (default: the paper's 8 at 256 px scaled to the image size, 1 at 32 px).")
+@click.option("--style-repeats", type=int, default=TRANSLATE.style_repeats, show_default=True, help="Style-enhancement repeats M per guided step.")
+@click.option("--output", type=click.Choice(["final", "intermediate"]), default=TRANSLATE.output, show_default=True, help="final x0, or the code's x0-prediction at t~359 (cosine).")
+@click.option("--seed", type=int, default=TRANSLATE.seed, show_default=True, help="Image k uses seed (seed, k) at any batch size.")
+@click.option("--batch-size", type=int, default=TRANSLATE.batch_size, show_default=True)
+def translate(model, input_, **values):
+    """Translate source-domain images with MODEL (a run; phasic: its content fusion and structure guidance; other
+    methods: the same guided partial denoising with their UNet), keeping file names."""
+    from . import api
+
+    result = api.translate(TranslateConfig(model=model, input=input_, **values), progress=True)
+    click.echo(f"translations: {result.folder} ({result.count} images, {result.count / max(result.seconds, 1e-9):.1f} img/s)\ngrid: {result.grid}")
 
 
 DEMO = DemoConfig()

@@ -109,6 +109,9 @@ class AdaptConfig:
     out: str = "runs/adapt"
     method: str = "finetune"
     options: dict[str, Any] = field(default_factory=dict)
+    # source-domain images for methods that use them (phasic); None: the dataset the source model's card names,
+    # else samples of the source model (tenshot.source_images)
+    source_data: str | None = None
     train: TrainConfig | None = None
 
     def __post_init__(self):
@@ -199,6 +202,37 @@ class SampleConfig:
             raise TenshotError(f"sampler must be ddim or ddpm, got {self.sampler!r}")
         if not 0.0 <= self.eta <= 1.0:
             raise TenshotError(f"eta must be in [0, 1], got {self.eta}")
+
+
+@dataclass
+class TranslateConfig:
+    """``tenshot translate``: source-domain images of ``input`` (folder or ``emoji:STYLE[:SPLIT]``, default split
+    ``all``; the first ``n`` when given) translated by the run ``model`` into ``out``, keeping file names.
+
+    ``start`` and ``guidance_end`` are times of the cosine schedule of the Phasic paper, mapped to the model's
+    schedule by equal noise level; ``filter_factor`` None scales the paper's 8 at 256 px with the image size
+    (:mod:`tenshot.methods.translation`, whose ``TranslationSettings.check`` validates them).
+    """
+
+    model: str = "runs/adapt"
+    input: str = "emoji:noto"
+    out: str = "translations"
+    n: int | None = None
+    start: int = 600
+    steps: int = 25
+    eta: float = 1.0
+    guidance_end: int = 400
+    filter_factor: int | None = None
+    style_repeats: int = 0
+    output: str = "final"
+    seed: int = 0
+    batch_size: int = 64
+
+    def validate(self) -> None:
+        if self.n is not None and self.n < 1:
+            raise TenshotError(f"n must be at least 1, got {self.n}")
+        if self.batch_size < 1:
+            raise TenshotError(f"batch-size must be at least 1, got {self.batch_size}")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

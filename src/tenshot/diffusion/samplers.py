@@ -104,16 +104,33 @@ def ddim_sample(
     deterministic, eta = 1 is DDPM-like. With clipping on, eps is re-derived from the clipped x0 (diffusers'
     ``use_clipped_model_output=True``).
     """
-    schedule = denoiser.schedule
     for i, (t, s) in enumerate(_steps(timesteps)):
-        prediction = _predict(denoiser, x, t, clip, guidance)
-        abar_t, abar_s = float(schedule.abar(t)), float(schedule.abar(s))
-        sigma = eta * ((1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s)) ** 0.5
-        x_next = abar_s**0.5 * prediction.x0 + max(1 - abar_s - sigma**2, 0.0) ** 0.5 * prediction.eps
-        if sigma > 0:
-            x_next = x_next + sigma * randn(x.shape, generator, x.device, x.dtype)
+        x_next, prediction = ddim_step(denoiser, x, t, s, eta=eta, guidance=guidance, generator=generator, clip=clip)
         x = _after_step(callback, i, t, x_next, prediction)
     return x
+
+
+def ddim_step(
+    denoiser: Denoiser,
+    x: torch.Tensor,
+    t: int,
+    s: int,
+    *,
+    eta: float = 0.0,
+    guidance: Guidance | None = None,
+    generator: Generator = None,
+    clip: bool | None = None,
+) -> tuple[torch.Tensor, Prediction]:
+    """One step of :func:`ddim_sample` from time ``t`` to ``s < t`` (``s = -1``: the clean image):
+    ``(x_s, the prediction at (x, t))``. Methods use it for side chains, such as Phasic's one-step reference."""
+    schedule = denoiser.schedule
+    prediction = _predict(denoiser, x, t, clip, guidance)
+    abar_t, abar_s = float(schedule.abar(t)), float(schedule.abar(s))
+    sigma = eta * ((1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s)) ** 0.5
+    x_next = abar_s**0.5 * prediction.x0 + max(1 - abar_s - sigma**2, 0.0) ** 0.5 * prediction.eps
+    if sigma > 0:
+        x_next = x_next + sigma * randn(x.shape, generator, x.device, x.dtype)
+    return x_next, prediction
 
 
 @torch.no_grad()

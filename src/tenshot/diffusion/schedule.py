@@ -142,6 +142,13 @@ class NoiseSchedule:
         return self.time_at_abar(float(other.abar(t)))
 
 
+def cosine_schedule(prediction_type: str = "epsilon") -> NoiseSchedule:
+    """The cosine schedule of Nichol & Dhariwal (2021, Eq. 17; s = 0.008, beta capped at 0.999), T = 1000:
+    diffusers' ``squaredcos_cap_v2``. Papers that quote times on it (Phasic) are mapped from it by
+    :meth:`NoiseSchedule.map_time`."""
+    return NoiseSchedule({"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "prediction_type": prediction_type})
+
+
 def default_scheduler_config(prediction_type: str = "v_prediction") -> dict[str, Any]:
     """The schedule the shipped models use: diffusers' linear DDPM betas, T = 1000, trailing spacing."""
     return {

@@ -15,11 +15,13 @@ from .crdi import CRDI, CRDIOptions
 from .domainstudio import DomainStudio, DomainStudioOptions
 from .finetune import FineTune, FineTuneOptions
 from .gdd import GDD, GDDOptions, is_one_step
+from .phasic import Phasic, PhasicOptions
 
 # name -> (options dataclass, builder)
 METHODS: dict[str, tuple[type, Callable[[DiffusionModel, Any], Method]]] = {
     "finetune": (FineTuneOptions, FineTune),
     "domainstudio": (DomainStudioOptions, DomainStudio),
+    "phasic": (PhasicOptions, Phasic),
     "crdi": (CRDIOptions, CRDI),
     "gdd": (GDDOptions, GDD),
 }

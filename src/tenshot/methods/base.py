@@ -32,6 +32,26 @@ class ParameterGroup:
     betas: tuple[float, float] = (0.9, 0.999)
 
 
+@dataclass
+class Initialisation:
+    """A stage a method trains on source-domain images before adaptation, cached per source model (Phasic's
+    fusion initialisation). ``api.adapt`` runs it through the trainer while :meth:`Method.initialising` is on,
+    then caches :meth:`Method.extra_tensors` and restores them with :meth:`Method.load_extra_tensors`.
+
+    ``name``: its run subfolder and cache namespace. ``steps``, ``batch_size``, ``lr``: its training.
+    ``settings``: what besides the source model and images changes its result (part of the cache key).
+    ``train``: False when it must come from the cache. ``alone``: the run is this stage only.
+    """
+
+    name: str
+    steps: int
+    batch_size: int
+    lr: float
+    settings: dict
+    train: bool = True
+    alone: bool = False
+
+
 class Method(torch.nn.Module):
     """A trainable adaptation of a diffusion model.
 
@@ -48,6 +68,9 @@ class Method(torch.nn.Module):
     # True when a step may leave some trainable parameters without a gradient (CRDI trains one time segment per
     # step): multi-process training must then let DDP look for them, and Adam skips them.
     some_parameters_unused = False
+    # how many source-domain images setup() needs; api.adapt loads them into ``source_images`` before setup
+    needs_source_images: int = 0
+    source_images: torch.Tensor | None = None
 
     def __init__(self, model: DiffusionModel, options):
         """Registers the UNet being adapted as ``self.unet`` and keeps the method's options."""
@@ -75,8 +98,19 @@ class Method(torch.nn.Module):
         return {}
 
     def averaged_module(self) -> torch.nn.Module:
-        """The module whose EMA is sampled from and saved (the adapted UNet by default)."""
+        """The module whose EMA is sampled from and saved (the adapted UNet by default). At the end of training
+        the EMA weights are copied into it, then ``model.unet`` is saved as the run's ``model/`` and
+        :meth:`extra_tensors` as ``method.safetensors``, so it may hold more than the UNet (Phasic: UNet and fusion)."""
         return self.model.unet
+
+    def initialisation(self) -> Initialisation | None:
+        """A stage to train on source images before adaptation (:class:`Initialisation`), or None (default)."""
+        return None
+
+    def initialising(self, active: bool) -> None:
+        """Switch :meth:`losses`, :meth:`trainable_parameters` and :meth:`averaged_module` to the
+        :meth:`initialisation` stage (``active``) or back to adaptation."""
+        raise NotImplementedError(f"method {self.name} has no initialisation stage")
 
     def losses(self, batch: Batch, step: int, phase: str | None = None) -> dict[str, torch.Tensor]:
         """The losses of one step (of the named ``phase``, a :class:`ParameterGroup`, for several groups)."""
@@ -109,3 +143,18 @@ class Method(torch.nn.Module):
         if sampler == "ddim":
             return ddim_sample(denoiser, noise, timesteps, eta=eta, generator=generators)
         return ddpm_sample(denoiser, noise, timesteps, generator=generators)
+
+    def translation_denoiser(self, images: torch.Tensor, generators=None):
+        """The denoiser :meth:`translate` runs on images of the source domain ``images``: the adapted UNet by
+        default; Phasic conditions its content fusion on ``images``."""
+        return self.model.denoiser()
+
+    @torch.no_grad()
+    def translate(self, images: torch.Tensor, settings, generators=None) -> torch.Tensor:
+        """Images of the source domain in [-1, 1] ``(B, 3, H, W)`` -> the same images in the adapted domain:
+        partial noising and denoising with iterative cross-domain structure guidance
+        (:func:`tenshot.methods.translation.structure_guided_translation`, Phasic Sec. 3.4) through
+        :meth:`translation_denoiser`; ``settings`` is a :class:`~tenshot.methods.translation.TranslationSettings`."""
+        from .translation import structure_guided_translation
+
+        return structure_guided_translation(self.translation_denoiser(images, generators), images, settings, generators)

@@ -1,5 +1,5 @@
-"""Frequency decompositions of images shared by the methods (DomainStudio's high-frequency terms now;
-low-pass filters for Phasic later).
+"""Frequency decompositions of images shared by the methods: DomainStudio's Haar high-frequency terms, and
+the low-pass filter of Phasic's structure guidance (:func:`low_pass`).
 
 One-level 2-D Haar wavelet transform as a depthwise, stride-2, 2x2 convolution (DDPM-PA / DomainStudio,
 METHODS.md 2.2). With ``L = [1, 1] / sqrt(2)`` and ``H = [-1, 1] / sqrt(2)`` the four filters are the outer
@@ -57,3 +57,17 @@ def high_frequency(x: torch.Tensor) -> torch.Tensor:
     Zero on any image that is constant on each 2x2 block."""
     _, lh, hl, hh = haar_dwt(x)
     return lh + hl + hh
+
+
+def low_pass(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """The linear low-pass filter phi_N of ILVR (Choi et al., ICCV 2021, Sec. 3) that Phasic's structure guidance
+    uses (Hu et al., ICCV 2023, Eq. 8): downsample ``(B, C, H, W)`` by ``factor`` N (bicubic, antialiased), then
+    upsample back (bicubic). ILVR and the official Phasic code use a MATLAB-style cubic resizer; torch's bicubic
+    is the same kernel family. ``factor`` 1 is the identity (the whole image is the low band)."""
+    height, width = x.shape[-2:]
+    if factor < 1 or height % factor or width % factor:
+        raise ValueError(f"the low-pass factor must be a positive divisor of {height}x{width}, got {factor}")
+    if factor == 1:
+        return x
+    small = F.interpolate(x, size=(height // factor, width // factor), mode="bicubic", align_corners=False, antialias=True)
+    return F.interpolate(small, size=(height, width), mode="bicubic", align_corners=False)

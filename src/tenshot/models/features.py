@@ -44,6 +44,17 @@ def preprocess(images: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
+def tensor_input(images: torch.Tensor, size: int = INPUT_SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """The differentiable counterpart of :func:`preprocess` for training losses: float images in [-1, 1]
+    ``(N, 3, H, W)`` -> torch bicubic resize to ``size`` (antialiased when shrinking) -> mean/std. Metrics keep
+    the PIL path of :func:`preprocess`; the two differ by resampling details only."""
+    x = (images.float() + 1.0) / 2.0
+    if x.shape[-2:] != (size, size):
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=size < x.shape[-1])
+    shape = (1, 3, 1, 1)
+    return (x - torch.tensor(mean, device=x.device).view(shape)) / torch.tensor(std, device=x.device).view(shape)
+
+
 class EfficientNetLite0(torch.nn.Module):
     """EfficientNet-Lite0 with its ImageNet weights, frozen, in eval mode.
 
@@ -81,6 +92,10 @@ class EfficientNetLite0(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, stages: bool = False):
+        return self.features(x, stages)
+
+    def features(self, x: torch.Tensor, stages: bool = False):
+        """:meth:`forward` with autograd: gradients reach ``x`` (training losses on EL0 features; the weights stay frozen)."""
         captured: list[torch.Tensor] = []
         hooks = [self.net._blocks[i].register_forward_hook(lambda _m, _i, out: captured.append(out)) for i in STAGE_ENDS] if stages else []
         try:
@@ -131,6 +146,14 @@ BACKENDS = {
         "vgg16-397923af.pth",
         "intra-lpips-vgg (Zhang et al. 2018 LPIPS v0.1, VGG16)",
     ),
+    "vgg-style": Backend(
+        "vgg-style",
+        "torch",
+        "torch",
+        "https://download.pytorch.org/models/vgg16-397923af.pth",
+        "vgg16-397923af.pth",
+        "Gram-matrix style losses on VGG16 (Gatys et al. 2016)",
+    ),
 }
 
 
@@ -139,8 +162,9 @@ def weights_folder() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def optional_backend(name: str) -> Path:
-    """The weights file of an installed optional backend; a one-line :class:`TenshotError` saying what is missing."""
+def optional_backend(name: str, use: str | None = None) -> Path:
+    """The weights file of an installed optional backend; a one-line :class:`TenshotError` saying what is missing
+    (and what it is for: ``use``, by default the metric it computes)."""
     if name not in BACKENDS:
         raise TenshotError(f"unknown feature network {name!r}: choose el0 or one of {', '.join(BACKENDS)}")
     backend = BACKENDS[name]
@@ -154,7 +178,7 @@ def optional_backend(name: str) -> Path:
             f"torch.hub.download_url_to_file('{backend.weights_url}', '{weights}')\")"
         )
     if missing:
-        raise TenshotError(f"--features {name} computes {backend.purpose} and needs " + " and ".join(missing))
+        raise TenshotError(f"{use or f'--features {name} computes {backend.purpose}'} and needs " + " and ".join(missing))
     return weights
 
 
@@ -202,3 +226,63 @@ class VGGLPIPS:
             return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
         return self.net(tensor(a), tensor(b)).flatten().double().numpy()
+
+
+# --- differentiable feature networks of training losses (Phasic's DDC and style loss) ---------------------
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# torchvision's VGG16 ``features`` up to relu4_3 ("M": a pooling layer, average pooling here as in the style
+# loss of Gatys et al. 2016 and of the Phasic code); the style maps are relu1_2, relu2_2, relu3_3, relu4_3
+VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512)
+VGG16_STYLE_ENDS = (3, 8, 15, 22)
+
+
+def clip_image_encoder(use: str) -> torch.nn.Module:
+    """CLIP ViT-B/32's image tower (torch-fidelity's copy of OpenAI's model), frozen, with autograd: CLIP-normalised
+    224 px input -> the unnormalised 512-d image embedding. ``use`` names the caller in the error when absent."""
+    weights = str(optional_backend("clip", use))
+    try:
+        from torch_fidelity.feature_extractor_clip import FeatureExtractorCLIP
+    except ImportError as error:
+        raise TenshotError(f"{use}: the installed torch-fidelity lacks CLIP ({error}); `pip install -U torch-fidelity`") from None
+    return FeatureExtractorCLIP("clip-vit-b-32", ["clip"], feature_extractor_weights_path=weights).model.visual.eval().requires_grad_(False)
+
+
+class VGG16Style(torch.nn.Module):
+    """VGG16 (Simonyan & Zisserman 2015) with ImageNet weights up to relu4_3, max pooling replaced by average
+    pooling, frozen; ``forward`` returns the maps relu1_2, relu2_2, relu3_3 and relu4_3, with autograd.
+
+    ``weights``: torchvision's ``vgg16-397923af.pth`` (only its ``features.*`` tensors are read, with
+    ``weights_only=True``); None looks for it where :func:`optional_backend` does.
+    """
+
+    def __init__(self, weights: str | Path | None = None, use: str = "the VGG16 style loss"):
+        super().__init__()
+        path = Path(weights) if weights is not None else optional_backend("vgg-style", use)
+        layers: list[torch.nn.Module] = []
+        channels = 3
+        for spec in VGG16_LAYERS:
+            if spec == "M":
+                layers.append(torch.nn.AvgPool2d(2, 2))
+            else:
+                layers += [torch.nn.Conv2d(channels, spec, 3, padding=1), torch.nn.ReLU()]
+                channels = spec
+        self.features = torch.nn.Sequential(*layers)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        wanted = {key: value for key, value in state.items() if key.startswith("features.") and key in self.state_dict()}
+        if set(wanted) != set(self.state_dict()):
+            raise TenshotError(f"{path}: not torchvision's VGG16 weights (missing {sorted(set(self.state_dict()) - set(wanted))[:2]})")
+        self.load_state_dict(wanted)
+        self.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        maps = []
+        for index, layer in enumerate(self.features):
+            x = layer(x)
+            if index in VGG16_STYLE_ENDS:
+                maps.append(x)
+        return maps

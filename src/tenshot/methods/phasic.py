@@ -1,0 +1,493 @@
+"""Phasic Content Fusing diffusion model with Directional Distribution Consistency (Hu et al., ICCV 2023,
+arXiv 2309.03729; official code sjtuplayer/few-shot-diffusion). METHODS.md section 1, as adapted by its section
+"How tenshot applies them". It is a few-shot *translation* method: source images in, target-style images out.
+
+Notation: x^A a source-domain image, x^B one of the m target shots, E the feature network, t a time. Times quoted
+from the paper and code (T_s = 300, the phase split 800, translation start 600, ...) belong to their cosine
+schedule and are mapped to the checkpoint's schedule by equal noise level (``schedule.map_time``; on the linear
+schedule 300 -> 150, 800 -> 482). Every model output is read through ``schedule.predict`` (no method assumes eps).
+
+**Phasic content fusion (PCF, Sec. 3.2).** A condition branch runs x^A through the *same* UNet encoder
+(``conv_in`` and the down blocks) under ``torch.no_grad``; its features are gated by
+m(t) = 1 / (1 + exp(-(t - T_s)))::
+
+    E^(x^A) = m(t) E(x^A_t) + (1 - m(t)) z,   z ~ N(0, I)
+
+and fused with the main branch's bottleneck h by three 3x3 convolutions 2C -> C -> C -> C with ReLU between
+(C = the bottleneck's channels, no norm, no residual); the output *replaces* h before the decoder
+(:func:`tenshot.models.bottleneck.forward_with_bottleneck`). As in the code, the condition image is noised to the
+same t with fresh noise (``condition="noised"``); the paper's E(x^A) of the clean image is ``condition="clean"``.
+Diffusion training on the target shots uses the plain UNet, without the fusion.
+
+**Stage 2, fusion initialisation** (``stage=init``, the code's ``train-recon.py``): only the fusion convs are
+trained, the UNet frozen, on source images with the condition being the same image: the denoising loss at
+t ~ U{0..T-1}. ``fusion_steps`` optimiser steps at ``fusion_batch_size``, ``fusion_lr``; ``tenshot adapt`` caches
+the result per source model, source images and these settings, so a second adaptation from the same source
+skips it. tenshot initialises the convs to the identity on h (``fusion_init="identity"``: Dirac kernels, the
+condition half zero, a bias offset above the largest negative activation that keeps the ReLUs open, removed by
+the last conv), so the fused UNet starts equal to the source UNet; the code uses PyTorch's default
+initialisation and 100 epochs (``fusion_init="default"``).
+
+**Stage 3, joint adaptation** (``stage=adapt``; the default ``both`` runs stage 2 then 3). Every UNet weight and
+the fusion are trained with:
+
+- DDC (Eqs. 3-4): w = mean_i E(x^B_i) - mean_j E(x^A_j) over the shots and the source images, and
+  L_DDC = mean over feature dims of (E(x^A) + w - E(x^{A->B}_0))^2, x^{A->B}_0 the one-step x0-prediction of
+  the fused UNet from x^A_t, clamped to [-1, 1] (a per-dimension mean as in the code; the paper's squared norm
+  differs by the constant dimension).
+- Style (Eq. 5): L_style = mean_i sum_l w_l ||G^l(x^{A->B}_0) - G^l(x^B_i)||_F^2, G = F F^T / (C H W) of
+  the feature maps of layer l; w_l = 1 on VGG, as the code; on EL0, whose unbounded block outputs make these
+  distances ~1e4, w_l = 1 / mean_i ||G^l(x^B_i)||_F^2 (order-1 distances, as VGG's).
+- Diffusion (Eq. 6) on the shots, plain UNet: the per-sample mean of |eps^ - eps| (``diffusion_loss="l1"``,
+  the code) or of its square (``"l2"``, the paper).
+- The phasic schedule, ``weighting``:
+
+  - ``code`` (default; ``train-whole.py``): a(t) = 20^(t/1000), c = 20^0.9. Of a batch of B shots, the first
+    B/2 are paired with B/2 source images at t ~ U{T_s..799} each: mean[a(t) (l_DDC L_DDC + l_style L_style)]
+    on the sources plus mean[(c - a(t)) L_dif] on those shots at the same t; the other B/2 shots take
+    t ~ U{0..T_s - 1} and add mean[(c - a(t)) L_dif] / 5. The code alternates these two phases over two
+    backward passes per optimiser step with 4 source and 4 + 4 target images; one tenshot step is that
+    optimiser step (``--batch-size 8`` reproduces its images per step).
+  - ``paper`` (Eq. 7): L = m(t)(1 - w(t)) (l_DDC L_DDC + l_style L_style) + w(t) L_dif with
+    w(t) = 1 - (t/T)^alpha and t ~ U{0..T-1}, over B/2 source images and the B shots. alpha and the lambdas
+    are not in the paper's main text; 1 by default.
+
+The feature network E for DDC and style: the paper uses CLIP ViT-B/32 for DDC and VGG16 Gram matrices for
+style (``ddc_network="clip"``, ``style_network="vgg"``, used when their weights are present). By default both
+are **EfficientNet-Lite0** (EL0, offline): the pooled 1280-d features for DDC and the first four resolution
+stages for style, on images resized to ``feature_size`` px (128 by default: one adaptation step at 224 px costs
+about twice as much on a CPU). EL0 is also the network of tenshot's metrics (DESIGN.md, Metrics), so Phasic
+trained on EL0 **trains against the judge: EL0 metrics (fid-el0, kid-el0, ...) can flatter it**; report ``swd``
+beside them.
+
+**Generation.** ``tenshot translate`` runs :func:`tenshot.methods.translation.structure_guided_translation`
+(ICSG, Sec. 3.4) through the fused UNet conditioned on each input image; ``tenshot sample`` (noise to image)
+is the plain adapted UNet, without condition.
+
+The EMA covers the UNet and the fusion: the run's ``model/`` holds the UNet, ``method.safetensors`` the fusion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..diffusion.samplers import randn
+from ..diffusion.schedule import Prediction, cosine_schedule
+from ..errors import TenshotError
+from ..models.bottleneck import bottleneck_channels, encode, forward_with_bottleneck
+from ..models.unet import DiffusionModel
+from .base import Batch, Initialisation, Method
+
+STAGES = ("both", "init", "adapt")
+WEIGHTINGS = ("code", "paper")
+CONDITIONS = ("noised", "clean")
+DIFFUSION_LOSSES = ("l1", "l2")
+FUSION_INITS = ("identity", "default")
+DDC_NETWORKS = ("el0", "clip")
+STYLE_NETWORKS = ("el0", "vgg")
+PAPER_TIMES = 1000
+PHASE_SPLIT = 800  # the code's max_step: DDC and style see t in [T_s, 800) of the cosine schedule
+CODE_WEIGHT_BASE = 20.0  # a(t) = 20^(t/1000)
+CODE_WEIGHT_CEILING = 20.0**0.9  # c: the diffusion weight is c - a(t)
+SMALL_T_SHARE = 0.2  # the code divides the small-t diffusion loss by 5
+EL0_STYLE_STAGES = 4  # strides 2, 4, 8, 16 (VGG's relu1_2..relu4_3 are strides 1..8)
+INITIALISATION_NAME = "fusion-init"
+
+
+@dataclass
+class PhasicOptions:
+    """Options of :class:`Phasic` (module docstring for what each does).
+
+    ``stage``: both, init (stage 2 alone), adapt (stage 3 from the cached stage 2). ``fusion_steps``,
+    ``fusion_batch_size``, ``fusion_lr``, ``fusion_init`` (identity, default): stage 2. ``weighting``: code or
+    paper; ``alpha``: the paper's w(t) exponent. ``ddc_weight``, ``style_weight``: the lambdas.
+    ``ddc_network`` (el0, clip), ``style_network`` (el0, vgg), ``feature_size``: EL0's input size.
+    ``gate_time``: T_s on the cosine schedule. ``condition``: noised (code) or clean (paper).
+    ``diffusion_loss``: l1 (code) or l2 (paper). ``source_count``: source images drawn for w, stage 2 and the
+    DDC pool (the maintainer advises more than 1,000 for w).
+    """
+
+    stage: str = "both"
+    fusion_steps: int = 200
+    fusion_batch_size: int = 8
+    fusion_lr: float = 1e-4
+    fusion_init: str = "identity"
+    weighting: str = "code"
+    alpha: float = 1.0
+    ddc_weight: float = 1.0
+    style_weight: float = 1.0
+    ddc_network: str = "el0"
+    style_network: str = "el0"
+    feature_size: int = 128
+    gate_time: int = 300
+    condition: str = "noised"
+    diffusion_loss: str = "l1"
+    source_count: int = 1000
+
+    def __post_init__(self):
+        choices = {
+            "stage": STAGES, "weighting": WEIGHTINGS, "condition": CONDITIONS, "diffusion_loss": DIFFUSION_LOSSES,
+            "fusion_init": FUSION_INITS, "ddc_network": DDC_NETWORKS, "style_network": STYLE_NETWORKS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise TenshotError(f"phasic {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("fusion_steps", "fusion_batch_size", "source_count"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise TenshotError(f"phasic {name} must be an integer >= 1, got {value!r}")
+        for name in ("ddc_weight", "style_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value >= 0):
+                raise TenshotError(f"phasic {name} must be a number >= 0, got {value!r}")
+        if not (isinstance(self.fusion_lr, (int, float)) and self.fusion_lr > 0):
+            raise TenshotError(f"phasic fusion_lr must be positive, got {self.fusion_lr!r}")
+        if not (isinstance(self.alpha, (int, float)) and self.alpha > 0):
+            raise TenshotError(f"phasic alpha must be positive, got {self.alpha!r}")
+        if not isinstance(self.gate_time, int) or not 0 < self.gate_time < PHASE_SPLIT:
+            raise TenshotError(f"phasic gate_time must be an integer in (0, {PHASE_SPLIT}), got {self.gate_time!r}")
+        if not isinstance(self.feature_size, int) or not 32 <= self.feature_size <= 512:
+            raise TenshotError(f"phasic feature_size must be an integer in [32, 512], got {self.feature_size!r}")
+
+
+def gate(t: torch.Tensor, gate_time: int) -> torch.Tensor:
+    """m(t) = 1 / (1 + exp(-(t - T_s))) (Sec. 3.2): 0.5 at T_s, within 5e-5 of 0 or 1 ten steps away."""
+    return torch.sigmoid(t.float() - gate_time)
+
+
+class ContentFusion(torch.nn.Module):
+    """The PCF convolutions: concat(h, condition) -> 3x3 conv 2C->C -> ReLU -> 3x3 conv C->C -> ReLU -> 3x3 conv C->C."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+        self.convs = torch.nn.Sequential(
+            torch.nn.Conv2d(2 * channels, channels, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(channels, channels, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(channels, channels, 3, padding=1),
+        )
+
+    def forward(self, hidden: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        return self.convs(torch.cat([hidden, condition.to(hidden.dtype)], dim=1))
+
+    @torch.no_grad()
+    def identity_(self, offset: torch.Tensor) -> None:
+        """Make the fusion return h whenever h > -offset (per channel): Dirac kernels on the h half, zero on the
+        condition half, bias +offset on the first conv and -offset on the last."""
+        first, middle, last = self.convs[0], self.convs[2], self.convs[4]
+        for conv in (first, middle, last):
+            conv.weight.zero_()
+            torch.nn.init.dirac_(conv.weight[:, : self.channels])
+            conv.bias.zero_()
+        first.bias.copy_(offset)
+        last.bias.copy_(-offset)
+
+
+def gram(maps: torch.Tensor) -> torch.Tensor:
+    """Gram matrices ``(B, C, C)`` of feature maps ``(B, C, H, W)``: F F^T / (C H W), in fp32."""
+    batch, channels, height, width = maps.shape
+    flat = maps.float().reshape(batch, channels, height * width)
+    return flat @ flat.transpose(1, 2) / (channels * height * width)
+
+
+def style_distance(maps: list[torch.Tensor], target_grams: list[torch.Tensor], layer_weights: list[float] | None = None) -> torch.Tensor:
+    """Eq. 5 per generated image: mean over the shots i of sum over layers l of w_l ||G^l(x) - G^l(x^B_i)||_F^2;
+    ``target_grams[l]`` is ``(m, C_l, C_l)``, ``layer_weights`` w_l (default all 1, as the code). ``(B,)``."""
+    weights = layer_weights or [1.0] * len(maps)
+    total = 0.0
+    for layer, targets, weight in zip(maps, target_grams, weights):
+        difference = gram(layer)[:, None] - targets[None].to(layer.device)
+        total = total + weight * difference.pow(2).sum(dim=(2, 3)).mean(dim=1)
+    return total
+
+
+def ddc_distance(embedding: torch.Tensor, source_embedding: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """Eq. 4 per image, as the code reduces it: mean over dims of (E(x^A) + w - E(x^{A->B}_0))^2. ``(B,)``."""
+    return (embedding.float() - (source_embedding + direction)).pow(2).mean(dim=1)
+
+
+class FeatureEncoder(torch.nn.Module):
+    """E of DDC and style on images in [-1, 1], with autograd: ``(embedding, style maps)``; EL0 computes both in
+    one pass when it serves both."""
+
+    def __init__(self, ddc_network: str, style_network: str, feature_size: int):
+        super().__init__()
+        from ..models import features
+
+        self.ddc_network, self.style_network, self.feature_size = ddc_network, style_network, feature_size
+        self.el0 = features.EfficientNetLite0() if "el0" in (ddc_network, style_network) else None
+        self.clip = features.clip_image_encoder("phasic ddc_network=clip (the paper's DDC)") if ddc_network == "clip" else None
+        self.vgg = features.VGG16Style(use="phasic style_network=vgg (the paper's style loss)") if style_network == "vgg" else None
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor, embedding: bool = True, style: bool = True):
+        from ..models.features import CLIP_MEAN, CLIP_STD, INPUT_SIZE, tensor_input
+
+        result_embedding, result_maps = None, None
+        el0_embedding = embedding and self.ddc_network == "el0"
+        el0_style = style and self.style_network == "el0"
+        if el0_embedding or el0_style:
+            pooled, stages = self.el0.features(tensor_input(images, self.feature_size), stages=el0_style)
+            result_embedding = pooled if el0_embedding else None
+            result_maps = stages[:EL0_STYLE_STAGES] if el0_style else None
+        if embedding and self.clip is not None:
+            result_embedding = self.clip(tensor_input(images, INPUT_SIZE, CLIP_MEAN, CLIP_STD))
+        if style and self.vgg is not None:
+            result_maps = self.vgg(tensor_input(images, INPUT_SIZE))
+        return result_embedding, result_maps
+
+
+class FusedDenoiser:
+    """``denoiser(x, t) -> Prediction`` of the fused UNet conditioned on source images (for the samplers)."""
+
+    def __init__(self, method: "Phasic", condition: torch.Tensor, generators):
+        self.method, self.condition, self.generators = method, condition, generators
+        self.schedule = method.model.schedule
+
+    def __call__(self, x: torch.Tensor, t: int) -> Prediction:
+        times = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+        output = self.method.fused_output(x, times, self.condition, self.generators)
+        return self.schedule.predict(output.to(x.dtype), x, times)
+
+
+class Phasic(Method):
+    """Phasic content fusion with directional distribution consistency (module docstring)."""
+
+    name = "phasic"
+
+    def __init__(self, model: DiffusionModel, options: PhasicOptions | None = None):
+        super().__init__(model, options or PhasicOptions())
+        schedule = model.schedule
+        paper = cosine_schedule()
+        self.needs_source_images = self.options.source_count
+        self.fusion = ContentFusion(bottleneck_channels(self.unet))
+        # model time of every cosine-schedule time 0..999 (equal noise level), and T_s in model time
+        self.register_buffer("model_time", torch.tensor([schedule.map_time(t, paper) for t in range(PAPER_TIMES)]), persistent=False)
+        self.gate_time = schedule.map_time(self.options.gate_time, paper)
+        self.encoder: FeatureEncoder | None = None
+        self.stage = "adapt"
+        self._set_trainable()
+
+    # --- stages -----------------------------------------------------------------------------------------
+
+    def initialisation(self) -> Initialisation | None:
+        options = self.options
+        settings = {name: getattr(options, name) for name in ("fusion_init", "gate_time", "condition", "diffusion_loss")}
+        return Initialisation(
+            name=INITIALISATION_NAME,
+            steps=options.fusion_steps,
+            batch_size=options.fusion_batch_size,
+            lr=options.fusion_lr,
+            settings={"version": 1, **settings},
+            train=options.stage != "adapt",
+            alone=options.stage == "init",
+        )
+
+    def initialising(self, active: bool) -> None:
+        """Stage 2 while ``active``: the fusion alone is trained (UNet frozen) on source images."""
+        self.stage = "init" if active else "adapt"
+        if active and self.options.fusion_init == "identity":
+            self._identity_fusion()
+        self._set_trainable()
+
+    def _set_trainable(self) -> None:
+        self.unet.requires_grad_(self.stage == "adapt")
+        self.fusion.requires_grad_(True)
+
+    def averaged_module(self) -> torch.nn.Module:
+        """Stage 2: the fusion; stage 3: the UNet and the fusion together."""
+        if self.stage == "init":
+            return self.fusion
+        return torch.nn.ModuleDict({"unet": self.unet, "fusion": self.fusion})
+
+    @torch.no_grad()
+    def _identity_fusion(self) -> None:
+        """:meth:`ContentFusion.identity_` with the offset 2 max(0, -min h_c) + 1 per channel, h the bottleneck
+        of up to 64 source images at five times spread over the schedule."""
+        if self.source_images is None:
+            raise TenshotError("phasic fusion_init=identity needs source images to measure the bottleneck")
+        images = self.source_images[:64].to(next(self.unet.parameters()).device)
+        generator = torch.Generator().manual_seed(0)
+        lowest = None
+        for t in torch.linspace(0, self.model.schedule.num_train_timesteps - 1, 5).long().tolist():
+            times = torch.full((len(images),), t, device=images.device)
+            x_t = self.model.schedule.add_noise(images, randn(images.shape, generator, images.device), times)
+            captured = []
+            forward_with_bottleneck(self.unet, x_t, times, lambda h: captured.append(h) or h)
+            low = captured[0].float().amin(dim=(0, 2, 3))
+            lowest = low if lowest is None else torch.minimum(lowest, low)
+        self.fusion.identity_(2.0 * (-lowest).clamp(min=0) + 1.0)
+
+    # --- setup: the DDC direction and the shots' Gram matrices ------------------------------------------
+
+    @torch.no_grad()
+    def setup(self, target: torch.Tensor) -> None:
+        """Encode the source images and the shots: w = mean E(x^B) - mean E(x^A) (Eq. 3), the source embeddings
+        E(x^A) of the DDC pool and the shots' Gram matrices. Stage 2 alone needs none of it."""
+        if self.options.stage == "init":
+            return
+        if self.source_images is None:
+            raise TenshotError("phasic needs source-domain images (api.adapt loads them: --source-data)")
+        self.encoder = FeatureEncoder(self.options.ddc_network, self.options.style_network, self.options.feature_size)
+        device = next(self.unet.parameters()).device
+        self.encoder.to(device)
+        source_embeddings = torch.cat([
+            self.encoder(chunk.to(device), style=False)[0].float() for chunk in self.source_images.split(32)
+        ])
+        target_embeddings, target_maps = [], []
+        for chunk in target.split(32):
+            embedding, maps = self.encoder(chunk.to(device))
+            target_embeddings.append(embedding.float())
+            target_maps.append([gram(layer) for layer in maps])
+        target_embedding = torch.cat(target_embeddings)
+        self.register_buffer("source_pool", self.source_images.to(device), persistent=False)
+        self.register_buffer("source_embeddings", source_embeddings, persistent=False)
+        self.register_buffer("direction", target_embedding.mean(0) - source_embeddings.mean(0), persistent=False)
+        self.style_layers = 0
+        for layer, grams in enumerate(zip(*target_maps)):
+            self.register_buffer(f"target_gram_{layer}", torch.cat(grams), persistent=False)
+            self.style_layers += 1
+        # EL0's block outputs are unbounded (RMS 9-14 on the emoji shots), so their Gram distances are ~1e4 where
+        # VGG's ReLU maps give order 1: each EL0 layer is divided by the shots' mean ||G^l||_F^2 (distances of
+        # about 0.5-0.9 per layer from noto to OpenMoji, 0.3-0.5 among the shots), so lambda_style = 1 keeps the
+        # code's balance; VGG's are left as the code has them.
+        self.style_layer_weights = [
+            1.0 / float(grams.pow(2).sum(dim=(1, 2)).mean()) if self.options.style_network == "el0" else 1.0 for grams in self.target_grams
+        ]
+
+    @property
+    def target_grams(self) -> list[torch.Tensor]:
+        """The shots' Gram matrices per style layer, ``(m, C_l, C_l)`` each."""
+        return [getattr(self, f"target_gram_{layer}") for layer in range(self.style_layers)]
+
+    # --- the fused UNet ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def condition_features(self, images: torch.Tensor, t: torch.Tensor, generator) -> torch.Tensor:
+        """E^(x^A) = m(t) E(x^A_t) + (1 - m(t)) z, without gradient (the condition branch)."""
+        if self.options.condition == "noised":
+            images = self.model.schedule.add_noise(images, randn(images.shape, generator, images.device, images.dtype), t)
+        features = encode(self.unet, images, t)
+        noise = randn(features.shape, generator, features.device, features.dtype)
+        m = gate(t, self.gate_time).to(features.device).view(-1, 1, 1, 1)
+        return (m * features + (1 - m) * noise).detach()
+
+    def fused_output(self, x_t: torch.Tensor, t: torch.Tensor, condition_images: torch.Tensor, generator) -> torch.Tensor:
+        """The UNet's output at (x_t, t) with its bottleneck fused with the condition branch of ``condition_images``."""
+        condition = self.condition_features(condition_images, t, generator)
+        return forward_with_bottleneck(self.unet, x_t, t, lambda hidden: self.fusion(hidden, condition)).float()
+
+    def translation_denoiser(self, images: torch.Tensor, generators=None) -> FusedDenoiser:
+        return FusedDenoiser(self, images, generators)
+
+    # --- losses ---------------------------------------------------------------------------------------
+
+    def _model_times(self, paper_times: torch.Tensor, device) -> torch.Tensor:
+        return self.model_time[paper_times.to(self.model_time.device)].to(device)
+
+    def _noised(self, images: torch.Tensor, times: torch.Tensor, generator):
+        noise = randn(images.shape, generator, images.device, images.dtype)
+        return self.model.schedule.add_noise(images, noise, times), noise
+
+    def _diffusion_distance(self, output: torch.Tensor, x_t: torch.Tensor, times: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Per-sample |eps^ - eps| (l1) or (eps^ - eps)^2 (l2), averaged over pixels: Eq. 6 with eps^ read from the
+        model's output of any prediction type."""
+        error = self.model.schedule.predict(output.float(), x_t, times).eps - noise
+        return (error.abs() if self.options.diffusion_loss == "l1" else error.pow(2)).mean(dim=(1, 2, 3))
+
+    def _shot_diffusion(self, shots: torch.Tensor, paper_times: torch.Tensor, generator) -> torch.Tensor:
+        """Eq. 6 on target shots with the plain UNet (no fusion), per sample."""
+        times = self._model_times(paper_times, shots.device)
+        x_t, noise = self._noised(shots, times, generator)
+        return self._diffusion_distance(self.unet(x_t, times).sample, x_t, times, noise)
+
+    def _source_terms(self, count: int, paper_times: torch.Tensor, generator, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L_DDC, L_style) per sample for ``count`` source images from the pool at ``paper_times``."""
+        index = torch.randint(len(self.source_pool), (count,), generator=generator).to(self.source_pool.device)
+        sources = self.source_pool[index].to(device)
+        times = self._model_times(paper_times, device)
+        x_t, _ = self._noised(sources, times, generator)
+        output = self.fused_output(x_t, times, sources, generator)
+        translated = self.model.schedule.predict(output, x_t, times).x0.clamp(-1, 1)
+        embedding, maps = self.encoder(translated)
+        ddc = ddc_distance(embedding, self.source_embeddings[index].to(device), self.direction)
+        return ddc, style_distance(maps, self.target_grams, self.style_layer_weights)
+
+    def losses(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        if self.stage == "init":
+            return self._initialisation_losses(batch)
+        if self.encoder is None:
+            raise TenshotError("phasic adaptation needs setup() with the shots and source images first")
+        if batch.images.shape[0] < 2:
+            raise TenshotError("phasic needs at least 2 images per micro-batch (half pair with source images); raise --batch-size")
+        if self.options.weighting == "code":
+            return self._code_losses(batch)
+        return self._paper_losses(batch)
+
+    def _initialisation_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Stage 2: the denoising loss of the fused UNet conditioned on the image itself, t ~ U{0..T-1}."""
+        images = batch.images
+        paper_times = torch.randint(0, PAPER_TIMES, (images.shape[0],), generator=batch.generator)
+        times = self._model_times(paper_times, images.device)
+        x_t, noise = self._noised(images, times, batch.generator)
+        output = self.fused_output(x_t, times, images, batch.generator)
+        loss = self._diffusion_distance(output, x_t, times, noise).mean()
+        return {"total": loss}
+
+    def _code_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The code's phasic schedule (module docstring): one optimiser step of ``train-whole.py``."""
+        options, generator, shots = self.options, batch.generator, batch.images
+        half = shots.shape[0] // 2
+        large = torch.randint(options.gate_time, PHASE_SPLIT, (half,), generator=generator)
+        small = torch.randint(0, options.gate_time, (shots.shape[0] - half,), generator=generator)
+        weight_large = (CODE_WEIGHT_BASE ** (large.float() / PAPER_TIMES)).to(shots.device)
+        weight_small = (CODE_WEIGHT_BASE ** (small.float() / PAPER_TIMES)).to(shots.device)
+        ddc, style = self._source_terms(half, large, generator, shots.device)
+        transfer = (weight_large * options.ddc_weight * ddc).mean() + (weight_large * options.style_weight * style).mean()
+        diffusion_large = self._shot_diffusion(shots[:half], large, generator)
+        diffusion_small = self._shot_diffusion(shots[half:], small, generator)
+        total = (
+            transfer
+            + ((CODE_WEIGHT_CEILING - weight_large) * diffusion_large).mean()
+            + ((CODE_WEIGHT_CEILING - weight_small) * diffusion_small).mean() * SMALL_T_SHARE
+        )
+        diffusion = torch.cat([diffusion_large, diffusion_small]).mean().detach()
+        return {"total": total, "ddc": ddc.mean().detach(), "style": style.mean().detach(), "diffusion": diffusion}
+
+    def _paper_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Eq. 7: m(t)(1 - w(t)) (l_DDC L_DDC + l_style L_style) + w(t) L_dif, w(t) = 1 - (t/T)^alpha."""
+        options, generator, shots = self.options, batch.generator, batch.images
+        half = shots.shape[0] // 2
+        source_times = torch.randint(0, PAPER_TIMES, (half,), generator=generator)
+        shot_times = torch.randint(0, PAPER_TIMES, (shots.shape[0],), generator=generator)
+
+        def w(paper_times):
+            return (1.0 - (paper_times.float() / PAPER_TIMES) ** options.alpha).to(shots.device)
+
+        ddc, style = self._source_terms(half, source_times, generator, shots.device)
+        m = gate(self._model_times(source_times, shots.device), self.gate_time)
+        transfer = (m * (1 - w(source_times)) * (options.ddc_weight * ddc + options.style_weight * style)).mean()
+        diffusion = self._shot_diffusion(shots, shot_times, generator)
+        total = transfer + (w(shot_times) * diffusion).mean()
+        return {"total": total, "ddc": ddc.mean().detach(), "style": style.mean().detach(), "diffusion": diffusion.mean().detach()}
+
+    # --- saving ---------------------------------------------------------------------------------------
+
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        return {f"fusion.{name}": value for name, value in self.fusion.state_dict().items()}
+
+    def load_extra_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        expected = self.extra_tensors()
+        if set(tensors) != set(expected):
+            raise TenshotError(f"phasic: method.safetensors does not hold this model's fusion (keys {', '.join(sorted(tensors)[:3]) or 'none'})")
+        for name, value in tensors.items():
+            if value.shape != expected[name].shape:
+                raise TenshotError(f"phasic: method.safetensors' {name} is {tuple(value.shape)}, the model's fusion needs {tuple(expected[name].shape)}")
+        self.fusion.load_state_dict({name[len("fusion."):]: value for name, value in tensors.items()})

@@ -1,0 +1,105 @@
+"""Source-domain images for the methods that need them (Phasic: the DDC direction, the fusion initialisation).
+
+Where they come from, in order (METHODS.md, "How tenshot applies them"):
+
+1. ``--source-data``: a folder or ``emoji:STYLE[:SPLIT]`` (default split ``all``);
+2. the dataset the source model's card names: the ``data`` of a ``tenshot pretrain`` run's ``config.yaml``, or
+   the ``--data`` of the ``tenshot pretrain`` command in the ``README.md`` beside the weights (the shipped
+   ``noto-32`` names ``emoji:noto``); a card naming a dataset that cannot be loaded is an error, not a fallback;
+3. otherwise samples drawn from the source model (25-step DDIM, seed 0), cached by the model's weights.
+
+At most ``count`` images are used: a fixed random choice (seed 0, whatever the training seed) when there are more,
+so that everything cached per source model sees the same images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from .errors import TenshotError
+from .models.unet import DiffusionModel, resolve_model_folder
+
+SAMPLE_STEPS = 25
+SAMPLES_VERSION = "source-samples-1"
+_PRETRAIN_DATA = re.compile(r"tenshot\s+pretrain\b[^`]*?--data[ =]+(\S+)")
+
+
+def model_fingerprint(model: DiffusionModel) -> str:
+    """SHA-256 of a model's weights and schedule: the key of what is cached per source model."""
+    digest = hashlib.sha256(json.dumps(model.schedule.config, sort_keys=True, default=str).encode())
+    for name, value in sorted(model.unet.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def card_dataset(reference: str | Path) -> str | None:
+    """The dataset a source model's card names (module docstring), or None."""
+    folder = resolve_model_folder(reference)
+    run_config = folder.parent / "config.yaml"
+    if folder.name == "model" and run_config.is_file():
+        try:
+            values = yaml.safe_load(run_config.read_text()) or {}
+        except yaml.YAMLError:
+            values = {}
+        if isinstance(values, dict) and "data" in values and "method" not in values:
+            return str(values["data"])
+    card = folder / "README.md"
+    if card.is_file():
+        match = _PRETRAIN_DATA.search(card.read_text(errors="replace").replace("\\\n", " "))
+        if match:
+            return match.group(1)
+    return None
+
+
+def _choose(files: list[Path], count: int) -> list[Path]:
+    if len(files) <= count:
+        return files
+    picked = np.sort(np.random.default_rng(0).choice(len(files), count, replace=False))
+    return [files[i] for i in picked]
+
+
+def _sampled(model: DiffusionModel, count: int) -> np.ndarray:
+    """``count`` samples of the source model, cached under ``<cache>/source-samples``."""
+    from .api import generate
+    from .data.emoji import cache_root
+    from .metrics.evaluate import content_key
+    from .methods.finetune import FineTune
+
+    key = content_key(SAMPLES_VERSION, model_fingerprint(model), count, SAMPLE_STEPS)
+    path = cache_root() / "source-samples" / f"{key}.npy"
+    if path.is_file():
+        return np.load(path, allow_pickle=False)
+    with torch.no_grad():
+        images = generate(FineTune(model).eval(), count, steps=SAMPLE_STEPS, seed=0, progress=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f".{key}-", suffix=".npy", dir=path.parent)
+    with os.fdopen(handle, "wb") as file:
+        np.save(file, images, allow_pickle=False)
+    os.replace(staging, path)
+    return images
+
+
+def load_source_images(source_data: str | None, reference: str | Path, model: DiffusionModel, count: int) -> np.ndarray:
+    """Up to ``count`` source-domain images as uint8 ``(N, size, size, 3)`` (module docstring for the order)."""
+    from .data.domains import domain_files
+    from .data.images import load_images
+
+    if source_data:
+        return load_images(_choose(domain_files(source_data, model.size, "all"), count), model.size)
+    named = card_dataset(reference)
+    if named is None:
+        return _sampled(model, count)
+    try:
+        return load_images(_choose(domain_files(named, model.size, "all"), count), model.size)
+    except TenshotError as error:
+        raise TenshotError(f"the source model's card names its data {named!r}, which could not be loaded ({error}); pass --source-data") from None

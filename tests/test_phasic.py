@@ -1,0 +1,305 @@
+"""Phasic content fusion + DDC: the bottleneck forward, the gate, the fusion, the losses, structure-guided
+translation, source images, the cached fusion initialisation and the CLI end to end (tiny UNet, 16 px)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import load_file
+
+from conftest import write_images
+from tenshot.cli import main
+from tenshot.diffusion.samplers import ddim_sample, partial_noise, sample_generators
+from tenshot.diffusion.schedule import NoiseSchedule, cosine_schedule, default_scheduler_config
+from tenshot.errors import TenshotError
+from tenshot.methods import build_method, load_for_sampling, method_options
+from tenshot.methods.base import Batch
+from tenshot.methods.frequency import low_pass
+from tenshot.methods.phasic import Phasic, ddc_distance, gate, gram, style_distance
+from tenshot.methods.translation import TranslationSettings, guided_latent, structure_guided_translation, translation_times
+from tenshot.models.bottleneck import encode, forward_with_bottleneck
+from tenshot.models.unet import DiffusionModel, new_model, save_model
+from tenshot.source_images import card_dataset, load_source_images
+
+SIZE = 16
+
+
+def _images(seed: int, count: int = 4) -> torch.Tensor:
+    return torch.rand(count, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def _method(prediction_type: str = "v_prediction", **options) -> Phasic:
+    torch.manual_seed(0)
+    return build_method("phasic", new_model("tiny", SIZE, prediction_type), options)
+
+
+# --- the UNet forward with a bottleneck hook -------------------------------------------------------------
+
+
+def test_forward_with_bottleneck_is_the_unet_forward_and_the_hook_sees_the_bottleneck():
+    model = new_model("tiny", SIZE)
+    x, t = _images(0), torch.tensor([0, 10, 500, 999])
+    seen = []
+    with torch.no_grad():
+        plain = model.unet(x, t).sample
+        torch.testing.assert_close(forward_with_bottleneck(model.unet, x, t), plain, rtol=0, atol=0)
+        torch.testing.assert_close(forward_with_bottleneck(model.unet, x, t, lambda h: seen.append(h) or h), plain, rtol=0, atol=0)
+        encoded = encode(model.unet, x, t)
+        changed = forward_with_bottleneck(model.unet, x, t, lambda h: h + 1.0)
+    assert seen[0].shape == encoded.shape == (4, 64, SIZE // 2, SIZE // 2)  # tiny: channels (32, 64), one downsampling
+    assert (changed - plain).abs().max() > 1e-3
+
+
+# --- the gate and the times ------------------------------------------------------------------------------
+
+
+def test_gate_values_and_times_mapped_by_noise_level():
+    t = torch.tensor([0, 140, 149, 150, 151, 160, 999])
+    m = gate(t, 150)
+    assert float(m[3]) == 0.5
+    for value, time in zip(m, t.tolist()):
+        assert float(value) == pytest.approx(1 / (1 + math.exp(-(time - 150))), abs=1e-7)
+    assert float(m[1]) < 5e-5 and float(m[5]) > 1 - 5e-5 and float(m[0]) == 0.0 and float(m[-1]) == 1.0
+    linear = _method()
+    assert linear.gate_time == 150  # T_s = 300 of the cosine schedule, by equal noise level
+    assert int(linear.model_time[600]) == 324 and int(linear.model_time[800]) == 482
+    cosine = build_method("phasic", DiffusionModel(new_model("tiny", SIZE).unet, cosine_schedule()), {})
+    assert cosine.gate_time == 300 and torch.equal(cosine.model_time, torch.arange(1000))
+
+
+# --- the fusion --------------------------------------------------------------------------------------------
+
+
+def test_fusion_convs_are_2c_c_c_c_and_identity_initialisation_gives_the_source_unet():
+    method = _method()
+    convs = [layer for layer in method.fusion.convs if isinstance(layer, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(128, 64, (3, 3)), (64, 64, (3, 3)), (64, 64, (3, 3))]
+    method.source_images = _images(1, 8)
+    method.initialising(True)
+    assert not any(p.requires_grad for p in method.unet.parameters())
+    assert {id(p) for p in method.trainable_parameters()} == {id(p) for p in method.fusion.parameters()}
+    assert method.averaged_module() is method.fusion
+    x, t = _images(2), torch.tensor([3, 100, 400, 900])
+    with torch.no_grad():
+        fused = method.fused_output(x, t, _images(3), torch.Generator().manual_seed(0))
+        torch.testing.assert_close(fused, method.unet(x, t).sample, rtol=1e-5, atol=1e-5)
+    method.initialising(False)
+    assert all(p.requires_grad for p in method.unet.parameters())
+    assert set(method.averaged_module().state_dict()) == {f"unet.{k}" for k in method.unet.state_dict()} | {f"fusion.{k}" for k in method.fusion.state_dict()}
+
+
+def test_condition_branch_carries_no_gradient():
+    method = _method()
+    condition = _images(4).requires_grad_(True)
+    x, t = _images(5), torch.tensor([50, 200, 400, 800])
+    output = method.fused_output(x, t, condition, torch.Generator().manual_seed(1))
+    output.pow(2).mean().backward()
+    assert condition.grad is None
+    through_branch = method.unet.conv_in.weight.grad.clone()
+    method.zero_grad()
+    with torch.no_grad():  # the same condition features, as a constant
+        constant = method.condition_features(condition, t, torch.Generator().manual_seed(1))
+    forward_with_bottleneck(method.unet, x, t, lambda h: method.fusion(h, constant)).float().pow(2).mean().backward()
+    torch.testing.assert_close(method.unet.conv_in.weight.grad, through_branch, rtol=0, atol=0)
+
+
+def test_gate_replaces_condition_features_by_noise_below_t_s():
+    method = _method()
+    images = _images(6)
+    early, late = torch.full((4,), 0), torch.full((4,), 999)
+    first = method.condition_features(images, early, torch.Generator().manual_seed(0))
+    second = method.condition_features(_images(7), early, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(first, second)  # t << T_s: pure noise, whatever the image
+    assert (method.condition_features(images, late, torch.Generator().manual_seed(0))
+            - method.condition_features(_images(7), late, torch.Generator().manual_seed(0))).abs().max() > 1e-3
+
+
+# --- losses ------------------------------------------------------------------------------------------------
+
+
+def test_ddc_is_zero_when_the_prediction_is_the_source_feature_plus_the_direction():
+    generator = torch.Generator().manual_seed(0)
+    source, direction = torch.randn(3, 7, generator=generator), torch.randn(7, generator=generator)
+    assert torch.equal(ddc_distance(source + direction, source, direction), torch.zeros(3))
+    prediction = torch.randn(3, 7, generator=generator)
+    expected = [sum((prediction[b, d] - source[b, d] - direction[d]).item() ** 2 for d in range(7)) / 7 for b in range(3)]
+    torch.testing.assert_close(ddc_distance(prediction, source, direction), torch.tensor(expected))
+
+
+def test_gram_and_style_loss_against_a_hand_computation():
+    maps = torch.tensor([[[[1.0, 2.0], [0.0, -1.0]], [[3.0, 0.0], [1.0, 1.0]]]])  # (1, C=2, 2, 2)
+    f0, f1 = [1.0, 2.0, 0.0, -1.0], [3.0, 0.0, 1.0, 1.0]
+    hand = [[sum(a * b for a, b in zip(u, v)) / (2 * 4) for v in (f0, f1)] for u in (f0, f1)]
+    torch.testing.assert_close(gram(maps)[0], torch.tensor(hand))
+    layer2 = torch.arange(18, dtype=torch.float32).view(1, 2, 3, 3) / 10
+    targets = [torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[0.5, 0.5], [0.5, 0.5]]]), torch.zeros(2, 2, 2)]
+    g1, g2 = gram(maps)[0], gram(layer2)[0]
+
+    def frobenius2(a, b):
+        return sum((a[i, j] - b[i, j]).item() ** 2 for i in range(2) for j in range(2))
+
+    expected = 0.5 * (
+        (frobenius2(g1, targets[0][0]) + 3.0 * frobenius2(g2, targets[1][0]))
+        + (frobenius2(g1, targets[0][1]) + 3.0 * frobenius2(g2, targets[1][1]))
+    )
+    torch.testing.assert_close(style_distance([maps, layer2], targets, [1.0, 3.0]), torch.tensor([expected]))
+    assert float(style_distance([maps], [gram(maps)])[0]) == 0.0
+
+
+# --- structure-guided translation ----------------------------------------------------------------------------
+
+
+def test_structure_guidance_at_full_resolution_returns_the_reference():
+    x, reference = _images(8), _images(9)
+    torch.testing.assert_close(guided_latent(x, reference, 1), reference, rtol=0, atol=1e-6)
+    guided = guided_latent(x, reference, 2)
+    torch.testing.assert_close(guided - low_pass(reference, 2), x - low_pass(x, 2))  # the high band is x's
+    flat = torch.full((1, 3, SIZE, SIZE), 0.3)
+    torch.testing.assert_close(low_pass(flat, 4), flat)  # the low band keeps a constant
+    checker = ((torch.arange(SIZE).view(1, SIZE) + torch.arange(SIZE).view(SIZE, 1)) % 2 * 2.0 - 1).expand(1, 3, SIZE, SIZE)
+    assert low_pass(checker, 2).abs().max() < 0.1  # and removes the finest pattern
+
+
+def test_translation_times_and_guidance_off_is_partial_denoising():
+    linear = NoiseSchedule(default_scheduler_config())
+    assert translation_times(cosine_schedule(), 600, 25) == [int(t) for t in np.round(np.linspace(600, -1, 26)[:-1])]
+    times = translation_times(linear, 600, 25)
+    assert times[0] == 324 and len(times) == 25 and times == sorted(times, reverse=True)
+    model = new_model("tiny", SIZE, "epsilon")
+    images = _images(10, 3)
+    off = TranslationSettings(start=600, steps=5, guidance_end=600, eta=0.5)
+    translated = structure_guided_translation(model.denoiser(), images, off, sample_generators(0, range(3)))
+    generators = sample_generators(0, range(3))
+    grid = translation_times(linear, 600, 5)
+    expected = ddim_sample(model.denoiser(), partial_noise(linear, images, grid[0], generators), grid, eta=0.5, generator=generators)
+    torch.testing.assert_close(translated, expected)
+    guided = structure_guided_translation(model.denoiser(), images, TranslationSettings(start=600, steps=5), sample_generators(0, range(3)))
+    assert (guided - translated).abs().max() > 1e-4
+    with pytest.raises(TenshotError, match="filter-factor"):
+        TranslationSettings(filter_factor=3).check(SIZE)
+
+
+def test_translation_is_per_image_whatever_the_batch():
+    method = _method()
+    images = _images(11, 3)
+    settings = TranslationSettings(start=500, steps=3, style_repeats=1, output="intermediate")
+    whole = method.translate(images, settings, sample_generators(5, range(3)))
+    last = method.translate(images[2:], settings, sample_generators(5, [2]))
+    torch.testing.assert_close(whole[2:], last, rtol=1e-4, atol=1e-4)
+
+
+# --- training --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weighting", ["code", "paper"])
+def test_adaptation_losses_train_the_unet_and_the_fusion(weighting):
+    method = _method(weighting=weighting, feature_size=32)
+    method.source_images = _images(12, 6)
+    method.setup(_images(13, 3))
+    assert method.direction.shape == (1280,) and len(method.target_grams) == 4
+    terms = method.losses(Batch(images=_images(14), generator=torch.Generator().manual_seed(0)), 0)
+    assert {"total", "ddc", "style", "diffusion"} <= set(terms) and all(torch.isfinite(v) for v in terms.values())
+    terms["total"].backward()
+    assert method.unet.conv_in.weight.grad.abs().sum() > 0 and method.fusion.convs[0].weight.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in method.encoder.parameters())
+    with pytest.raises(TenshotError, match="at least 2"):
+        method.losses(Batch(images=_images(15, 1), generator=torch.Generator().manual_seed(0)), 0)
+
+
+def test_options_and_errors():
+    for bad in ({"stage": "all"}, {"weighting": "both"}, {"fusion_steps": 0}, {"ddc_network": "dino"}, {"feature_size": 8}, {"lambda": 1}):
+        with pytest.raises(TenshotError):
+            method_options("phasic", bad)
+    with pytest.raises(TenshotError, match="source-domain images"):
+        _method().setup(_images(0))
+
+
+# --- source images -----------------------------------------------------------------------------------------
+
+
+def test_source_images_come_from_the_card_or_from_samples(tmp_path, monkeypatch, image_folder):
+    monkeypatch.setenv("TENSHOT_CACHE", str(tmp_path / "cache"))
+    assert card_dataset("noto-32") == "emoji:noto"
+    model = new_model("tiny", SIZE)
+    folder = save_model(model, tmp_path / "model")
+    (folder / "README.md").write_text(f"```bash\ntenshot pretrain \\\n  --data {image_folder} --size 16\n```\n")
+    assert card_dataset(folder) == str(image_folder)
+    assert load_source_images(None, folder, model, 5).shape == (5, SIZE, SIZE, 3)
+    (folder / "README.md").write_text("tenshot pretrain --data emoji:nope\n")
+    with pytest.raises(TenshotError, match="card names"):
+        load_source_images(None, folder, model, 5)
+    (folder / "README.md").unlink()
+    sampled = load_source_images(None, folder, model, 3)
+    assert sampled.shape == (3, SIZE, SIZE, 3) and len(list((tmp_path / "cache" / "source-samples").iterdir())) == 1
+    np.testing.assert_array_equal(load_source_images(None, folder, model, 3), sampled)
+
+
+# --- the CLI end to end ------------------------------------------------------------------------------------
+
+
+def test_adapt_both_stages_translate_and_sample(tmp_path, monkeypatch):
+    monkeypatch.setenv("TENSHOT_CACHE", str(tmp_path / "cache"))
+    source_data = write_images(tmp_path / "source-data", 6, SIZE, seed=1)
+    shots = write_images(tmp_path / "shots", 3, SIZE, seed=2)
+    source = save_model(new_model("tiny", SIZE), tmp_path / "source")
+    runner = CliRunner()
+    common = ["--source", str(source), "--target", str(shots), "--source-data", str(source_data), "--method", "phasic",
+              "--batch-size", "2", "--mixed-precision", "no", "--preview-count", "1", "--option", "feature_size=32",
+              "--fusion-steps", "2", "--option", "fusion_batch_size=2"]
+
+    result = runner.invoke(main, ["adapt", *common, "--stage", "adapt", "--steps", "1", "--out", str(tmp_path / "early")])
+    assert result.exit_code == 2 and "run the initialisation stage first" in result.output
+
+    result = runner.invoke(main, ["adapt", *common, "--stage", "init", "--out", str(tmp_path / "init")])
+    assert result.exit_code == 0, result.output
+    init = tmp_path / "init"
+    assert (init / "checkpoints" / "step-2").is_dir() and len(list((tmp_path / "cache" / "initialisation").iterdir())) == 1
+    assert torch.equal(load_file(str(init / "model" / "diffusion_pytorch_model.safetensors"))["conv_in.weight"],
+                       load_file(str(source / "diffusion_pytorch_model.safetensors"))["conv_in.weight"])  # stage 2 leaves the UNet
+
+    run = tmp_path / "run"
+    result = runner.invoke(main, ["adapt", *common, "--steps", "2", "--out", str(run)])  # stage 2 from the cache
+    assert result.exit_code == 0, result.output
+    assert not (run / "fusion-init").exists() and (run / "method.safetensors").is_file()
+    fusion = load_file(str(run / "method.safetensors"))
+    assert not torch.equal(fusion["fusion.convs.0.weight"], load_file(str(init / "method.safetensors"))["fusion.convs.0.weight"])
+
+    loaded = load_for_sampling(run)
+    assert isinstance(loaded, Phasic) and not loaded.training
+    for name, value in loaded.extra_tensors().items():
+        torch.testing.assert_close(value, fusion[name])
+
+    result = runner.invoke(main, ["translate", str(run), "--input", str(source_data), "--n", "4", "--steps", "3", "--batch-size", "3", "--out", str(tmp_path / "translated")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "translated").iterdir()) == ["000.png", "001.png", "002.png", "003.png"]
+    assert (tmp_path / "translated.png").is_file()
+    result = runner.invoke(main, ["sample", str(run), "--n", "2", "--steps", "2", "--out", str(tmp_path / "samples")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["000000.png", "000001.png"]
+
+
+def test_translate_keeps_nested_names_and_refuses_collisions(tmp_path):
+    source = save_model(new_model("tiny", SIZE), tmp_path / "source")
+    inputs = tmp_path / "inputs"
+    write_images(inputs / "faces", 1, SIZE)
+    Image.fromarray(np.full((SIZE, SIZE, 3), 200, np.uint8)).save(inputs / "b.jpg")
+    runner = CliRunner()
+    result = runner.invoke(main, ["translate", str(source), "--input", str(inputs), "--steps", "2", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.png")) == ["b.png", "faces/000.png"]
+    Image.fromarray(np.full((SIZE, SIZE, 3), 10, np.uint8)).save(inputs / "b.png")
+    result = runner.invoke(main, ["translate", str(source), "--input", str(inputs), "--steps", "2", "--out", str(tmp_path / "again")])
+    assert result.exit_code == 2 and "would both be translated to b.png" in result.output
+
+
+def test_source_data_is_refused_by_methods_without_source_images(tmp_path):
+    source = save_model(new_model("tiny", SIZE), tmp_path / "source")
+    shots = write_images(tmp_path / "shots", 2, SIZE)
+    result = CliRunner().invoke(main, ["adapt", "--source", str(source), "--target", str(shots), "--source-data", str(shots), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "--source-data is for methods that use source images" in result.output
+    assert not (tmp_path / "run").exists()
