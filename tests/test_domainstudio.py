@@ -132,7 +132,8 @@ def test_gradients_reach_only_the_adapted_model():
 
 
 def test_options_presets_and_errors():
-    assert DomainStudioOptions().resolved() == {
+    assert DomainStudioOptions().resolved() == DomainStudioOptions(preset="paper").resolved()
+    assert DomainStudioOptions(preset="tenshot").resolved() == {
         "pair_weight": 2.0, "hf_pair_weight": 2.0, "hf_mse_weight": 1.0, "kl_direction": "source-to-adapted", "kl_reduction": "anchors",
     }
     code = DomainStudioOptions(preset="code").resolved()
