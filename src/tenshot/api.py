@@ -370,7 +370,6 @@ def translate(config: TranslateConfig, progress: bool = False) -> TranslateResul
     from .data.images import load_images, make_grid, save_png, to_tensor, to_uint8
     from .diffusion.samplers import sample_generators
     from .methods import load_for_sampling
-    from .methods.translation import TranslationSettings
 
     config.validate()
     out = Path(config.out)
@@ -378,11 +377,7 @@ def translate(config: TranslateConfig, progress: bool = False) -> TranslateResul
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
     method = load_for_sampling(config.model)
     size = method.model.size
-    settings = TranslationSettings(
-        start=config.start, steps=config.steps, eta=config.eta, guidance_end=config.guidance_end,
-        filter_factor=config.filter_factor, style_repeats=config.style_repeats, output=config.output,
-    )
-    settings.check(size)
+    config.check(size)
     files = domain_files(config.input, size, default_split="all")[: config.n]
     names = _output_names(config.input, files)
     images = load_images(files, size)
@@ -393,7 +388,7 @@ def translate(config: TranslateConfig, progress: bool = False) -> TranslateResul
         for first in range(0, len(images), config.batch_size):
             batch = to_tensor(images[first : first + config.batch_size]).to(device)
             generators = sample_generators(config.seed, range(first, first + len(batch)))
-            chunks.append(to_uint8(method.translate(batch, settings, generators)))
+            chunks.append(to_uint8(method.translate(batch, config, generators)))
             bar.update(len(batch))
     translated = np.concatenate(chunks)
     seconds = time.perf_counter() - started

@@ -205,19 +205,12 @@ class SampleConfig:
 
 
 @dataclass
-class TranslateConfig:
-    """``tenshot translate``: source-domain images of ``input`` (folder or ``emoji:STYLE[:SPLIT]``, default split
-    ``all``; the first ``n`` when given) translated by the run ``model`` into ``out``, keeping file names.
+class TranslationSettings:
+    """How :func:`tenshot.methods.translation.structure_guided_translation` runs (that module's docstring).
+    ``start`` and ``guidance_end`` are times of the Phasic paper's cosine schedule, mapped to the model's by equal
+    noise level; ``filter_factor`` None scales the code's 8 at 256 px with the image size
+    (``default_filter_factor``); ``guidance_end`` >= ``start`` turns the guidance off."""
 
-    ``start`` and ``guidance_end`` are times of the cosine schedule of the Phasic paper, mapped to the model's
-    schedule by equal noise level; ``filter_factor`` None scales the paper's 8 at 256 px with the image size
-    (:mod:`tenshot.methods.translation`, whose ``TranslationSettings.check`` validates them).
-    """
-
-    model: str = "runs/adapt"
-    input: str = "emoji:noto"
-    out: str = "translations"
-    n: int | None = None
     start: int = 600
     steps: int = 25
     eta: float = 1.0
@@ -225,6 +218,39 @@ class TranslateConfig:
     filter_factor: int | None = None
     style_repeats: int = 0
     output: str = "final"
+
+    def check(self, size: int) -> int:
+        """Raise :class:`TenshotError` on a bad setting; return the filter factor for ``size`` px images."""
+        from .methods.translation import OUTPUTS, default_filter_factor
+
+        if not 0 < self.start < 1000:
+            raise TenshotError(f"start must be between 1 and 999 (a time of the cosine schedule), got {self.start}")
+        if not 1 <= self.steps <= self.start + 1:
+            raise TenshotError(f"steps must be between 1 and start + 1 = {self.start + 1}, got {self.steps}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise TenshotError(f"eta must be in [0, 1], got {self.eta}")
+        if self.guidance_end < -1:
+            raise TenshotError(f"guidance-end must be at least -1, got {self.guidance_end}")
+        if self.style_repeats < 0:
+            raise TenshotError(f"style-repeats must not be negative, got {self.style_repeats}")
+        if self.output not in OUTPUTS:
+            raise TenshotError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
+        factor = default_filter_factor(size) if self.filter_factor is None else self.filter_factor
+        if factor < 1 or size % factor:
+            raise TenshotError(f"filter-factor must be a positive divisor of the image size {size}, got {factor}")
+        return factor
+
+
+@dataclass
+class TranslateConfig(TranslationSettings):
+    """``tenshot translate``: source-domain images of ``input`` (folder or ``emoji:STYLE[:SPLIT]``, default split
+    ``all``; the first ``n`` when given) translated by the run ``model`` into ``out``, keeping file names, with the
+    :class:`TranslationSettings` it inherits."""
+
+    model: str = "runs/adapt"
+    input: str = "emoji:noto"
+    out: str = "translations"
+    n: int | None = None
     seed: int = 0
     batch_size: int = 64
 

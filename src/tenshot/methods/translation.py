@@ -20,14 +20,12 @@ code saves instead the x0-prediction at its tenth step (t ~ 359), which is ``out
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
+from ..config import TranslationSettings
 from ..diffusion.samplers import ddim_sample, ddim_step, partial_noise
 from ..diffusion.schedule import NoiseSchedule, cosine_schedule
-from ..errors import TenshotError
 from .frequency import low_pass
 
 OUTPUTS = ("final", "intermediate")
@@ -45,39 +43,6 @@ def default_filter_factor(size: int) -> int:
     the input 3.04 against 2.30). With N = 1 each guided step takes the reference whole, so the structure
     comes from the one-step translated input down to ``guidance_end`` and the model is free below it."""
     return max(1, round(PAPER_FILTER_FACTOR * size / PAPER_RESOLUTION))
-
-
-@dataclass
-class TranslationSettings:
-    """How :func:`structure_guided_translation` runs (module docstring). ``filter_factor`` None: scaled from the
-    code's 8 at 256 px (:func:`default_filter_factor`). ``guidance_end`` >= ``start`` turns the guidance off."""
-
-    start: int = 600
-    steps: int = 25
-    eta: float = 1.0
-    guidance_end: int = 400
-    filter_factor: int | None = None
-    style_repeats: int = 0
-    output: str = "final"
-
-    def check(self, size: int) -> int:
-        """Raise :class:`TenshotError` on a bad setting; return the filter factor for ``size`` px images."""
-        if not 0 < self.start < 1000:
-            raise TenshotError(f"start must be between 1 and 999 (a time of the cosine schedule), got {self.start}")
-        if not 1 <= self.steps <= self.start + 1:
-            raise TenshotError(f"steps must be between 1 and start + 1 = {self.start + 1}, got {self.steps}")
-        if not 0.0 <= self.eta <= 1.0:
-            raise TenshotError(f"eta must be in [0, 1], got {self.eta}")
-        if self.guidance_end < -1:
-            raise TenshotError(f"guidance-end must be at least -1, got {self.guidance_end}")
-        if self.style_repeats < 0:
-            raise TenshotError(f"style-repeats must not be negative, got {self.style_repeats}")
-        if self.output not in OUTPUTS:
-            raise TenshotError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
-        factor = default_filter_factor(size) if self.filter_factor is None else self.filter_factor
-        if factor < 1 or size % factor:
-            raise TenshotError(f"filter-factor must be a positive divisor of the image size {size}, got {factor}")
-        return factor
 
 
 def translation_times(schedule: NoiseSchedule, start: int, steps: int) -> list[int]:
