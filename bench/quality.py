@@ -2,17 +2,23 @@
 
 Each cell is a real run of the command line, in its own process, so that its wall time and peak memory (the
 child's maximum resident set) are those a user sees: ``tenshot adapt`` (or ``distill``), ``tenshot sample``,
-``tenshot evaluate --reference emoji:T --shots emoji:T``. Three anchors sit on the same table:
+``tenshot evaluate --reference emoji:T --shots emoji:T``. The method ``gdd`` is GDD distilled (``tenshot
+distill RUN``, data ``teacher``) from the run of the same seed of the best method on that target, the lowest
+mean fid-el0 among the adapted methods of the table; its row is named ``gdd (from METHOD)`` and its adapt
+time is the distillation's alone. Three anchors sit on the same table:
 
 - ``source``: ``noto-32`` itself, unadapted (what every method starts from);
 - ``oracle``: fine-tuning on the whole ``train`` half of the target style (all the data, not 10 shots), run
   once per target and cached under the work folder by a hash of its command;
 - ``shots``: the 10 shots themselves, repeated to the sample count (the memorising extreme).
 
-Cells are cached: a cell whose ``metrics.json`` exists is read back, so an interrupted benchmark continues
-where it stopped. ``make bench`` runs the full table (3 seeds, 1,000 samples: hours on 2 CPU cores);
-``--quick`` is one target (openmoji), one seed and 200 samples per cell, each method at its default budget,
-and a 300-step oracle (the full table's oracle trains 3,000 steps at batch 32).
+Cells are cached: a cell whose ``cell.json`` exists is read back, so an interrupted benchmark continues
+where it stopped. ``make bench`` runs the full table (3 seeds, 1,000 samples, every method at its default
+budget: hours on 2 CPU cores). ``--quick`` is one target (openmoji), one seed and 200 samples per cell, a
+100-step oracle (the full table's trains 3,000 steps at batch 32), and a third of each default budget
+(``QUICK_FRACTION``: adaptation steps, phasic's stage-2 steps, GDD's steps and teacher samples): the
+defaults alone add up to about 23 minutes of adaptation and 30 of distillation on 2 cores, which leaves no
+room in 30 minutes for sampling and scoring. Quick figures check the pipeline; they do not rank methods.
 
     .venv/bin/python bench/quality.py --quick
     .venv/bin/python bench/quality.py --targets openmoji --methods finetune,domainstudio --seeds 0 --n 500
@@ -41,11 +47,13 @@ RESULTS = ROOT / "bench" / "results"
 TENSHOT = str(Path(sys.executable).parent / "tenshot")
 SOURCE = "noto-32"
 TARGETS = ("openmoji", "emojione")
-METHODS = ("finetune", "domainstudio", "phasic", "crdi")
+METHODS = ("finetune", "domainstudio", "phasic", "crdi", "gdd")
+DISTILLED = "gdd"
 ANCHORS = ("source", "oracle", "shots")
 COLUMNS = ("fid-el0", "kid-el0", "intra-lpips-el0", "near-copy-share", "swd", "adapt-seconds", "adapt-peak-gb", "sample-img-per-s")
 ORACLE_FLAGS = ["--batch-size", "32", "--lr", "2e-4", "--checkpoint-every", "1000", "--preview-count", "0"]
-ORACLE_STEPS, QUICK_ORACLE_STEPS = 3000, 300
+ORACLE_STEPS, QUICK_ORACLE_STEPS = 3000, 100
+QUICK_FRACTION = 1 / 3
 
 
 def run(argv: list[str], log: Path) -> dict[str, float]:
@@ -74,19 +82,56 @@ def sample(model: str, cell: Path, n: int, seed: int) -> float:
 
 
 def method_cell(work: Path, target: str, method: str, seed: int, n: int, extra: list[str]) -> dict:
-    cell = work / target / method / f"seed-{seed}"
+    """Adapt ``noto-32`` to ``target`` with ``method``, then sample and score (cached)."""
+    argv = [TENSHOT, "adapt", "--source", SOURCE, "--target", f"emoji:{target}", "--method", method, "--seed", str(seed), "--preview-count", "0"]
+    return trained_cell(work / target / method / f"seed-{seed}", argv + extra, target, seed, n)
+
+
+def distilled_cell(work: Path, target: str, teacher: str, seed: int, n: int, extra: list[str]) -> dict:
+    """Distil the ``teacher`` method's run of this seed with GDD, then sample and score (cached)."""
+    run_folder = work / target / teacher / f"seed-{seed}" / "run"
+    argv = [TENSHOT, "distill", str(run_folder), "--seed", str(seed), "--preview-count", "0"]
+    return trained_cell(work / target / f"{DISTILLED}-from-{teacher}" / f"seed-{seed}", argv + extra, target, seed, n)
+
+
+def trained_cell(cell: Path, argv: list[str], target: str, seed: int, n: int) -> dict:
+    """Run the training command ``argv`` into ``cell/run``, sample ``n`` images from it and evaluate them."""
     done = cell / "cell.json"
     if done.is_file():
         return json.loads(done.read_text())
     shutil.rmtree(cell / "run", ignore_errors=True)
-    argv = [TENSHOT, "adapt", "--source", SOURCE, "--target", f"emoji:{target}", "--method", method, "--seed", str(seed),
-            "--preview-count", "0", "--out", str(cell / "run"), *extra]
-    adapted = run(argv, cell / "adapt.log")
+    argv = [*argv, "--out", str(cell / "run")]
+    trained = run(argv, cell / f"{argv[1]}.log")
     speed = sample(str(cell / "run"), cell, n, seed)
     metrics = evaluate(cell / "samples", target, cell / "metrics.json")
-    result = {**metrics, "adapt-seconds": adapted["seconds"], "adapt-peak-gb": adapted["peak-gb"], "sample-img-per-s": speed, "command": " ".join(argv[1:])}
+    result = {**metrics, "adapt-seconds": trained["seconds"], "adapt-peak-gb": trained["peak-gb"], "sample-img-per-s": speed, "command": " ".join(argv[1:])}
     done.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def quick_flags(command: str, method: str) -> list[str]:
+    """``--quick``'s budget: ``QUICK_FRACTION`` of the default steps (and of phasic's stage 2, GDD's teacher)."""
+    from tenshot.config import DistillConfig, adapt_train_defaults
+    from tenshot.methods.phasic import PhasicOptions
+
+    def part(value: int) -> str:
+        return str(max(1, round(value * QUICK_FRACTION)))
+
+    if command == "distill":
+        defaults = DistillConfig()
+        return ["--steps", part(defaults.train.steps), "--teacher-samples", part(defaults.teacher_samples)]
+    flags = ["--steps", part(adapt_train_defaults(method).steps)]
+    if method == "phasic":
+        flags += ["--fusion-steps", part(PhasicOptions().fusion_steps)]
+    return flags
+
+
+def best_method(rows: dict, methods: list[str]) -> str:
+    """The adapted method with the lowest mean fid-el0 in ``rows``."""
+    scored = [m for m in methods if m != DISTILLED and "fid-el0" in rows.get(m, {})]
+    if not scored:
+        raise SystemExit(f"{DISTILLED} is distilled from the best adapted method: list at least one other method")
+    return min(scored, key=lambda m: rows[m]["fid-el0"]["mean"])
 
 
 def anchor_cell(work: Path, target: str, anchor: str, n: int, oracle_steps: int) -> dict:
@@ -163,7 +208,7 @@ def markdown(table: dict, settings: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="openmoji only, one seed, 200 samples per cell, a 300-step oracle.")
+    parser.add_argument("--quick", action="store_true", help="openmoji only, one seed, 200 samples per cell, a 100-step oracle, a third of each method's budget.")
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--methods", default=",".join(METHODS), help="Comma list of methods to adapt with.")
     parser.add_argument("--anchors", default=",".join(ANCHORS), help="Comma list of anchors (empty: none).")
@@ -189,13 +234,25 @@ def main() -> None:
             cell = anchor_cell(work, target, anchor, n, oracle_steps)
             raw[target][anchor] = [cell]
             table[target][anchor] = summarise([cell])
-        for method in [m for m in args.methods.split(",") if m]:
+        methods = [m for m in args.methods.split(",") if m]
+        for method in [m for m in methods if m != DISTILLED]:
             cells = []
             for seed in seeds:
                 print(f"{target} / {method} / seed {seed}", flush=True)
-                cells.append(method_cell(work, target, method, seed, n, extra))
+                flags = quick_flags("adapt", method) if args.quick else []
+                cells.append(method_cell(work, target, method, seed, n, flags + extra))
             raw[target][method] = cells
             table[target][method] = summarise(cells)
+        if DISTILLED in methods:
+            teacher = best_method(table[target], methods)
+            row = f"{DISTILLED} (from {teacher})"
+            cells = []
+            for seed in seeds:
+                print(f"{target} / {row} / seed {seed}", flush=True)
+                flags = quick_flags("distill", teacher) if args.quick else []
+                cells.append(distilled_cell(work, target, teacher, seed, n, flags))
+            raw[target][row] = cells
+            table[target][row] = summarise(cells)
     settings = {"source": SOURCE, "n": n, "seeds": seeds, "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", "bench/quality.py", *sys.argv[1:]]),
                 "adapt-flags": extra, "cpu-threads": os.cpu_count()}
     RESULTS.mkdir(parents=True, exist_ok=True)
