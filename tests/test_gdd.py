@@ -6,6 +6,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from conftest import write_images
+from conftest import VENV_BIN, cli_env, write_images
 from tenshot import api
 from tenshot.cli import main
 from tenshot.config import AdaptConfig, DistillConfig, TrainConfig, save_yaml
@@ -277,6 +280,32 @@ def test_distill_then_sample_in_one_evaluation(teacher, image_folder, tmp_path):
     # the exported generator is the EMA, which moved away from the teacher
     exported = load_for_sampling(run)
     assert not torch.equal(exported.unet.conv_out.weight, _model().unet.conv_out.weight)
+    # a one-step generator is no diffusion model to adapt: refused before any work
+    result = CliRunner().invoke(main, ["adapt", "--source", str(run / "model"), "--target", str(image_folder), "--out", str(tmp_path / "re")])
+    assert result.exit_code == 2 and "one-step generator" in result.output and not (tmp_path / "re").exists()
+
+
+def test_ctrl_c_while_drawing_teacher_images_is_one_line_and_keeps_nothing_half_written(teacher, tmp_path):
+    out = tmp_path / "stopped"
+    process = subprocess.Popen(
+        [str(VENV_BIN / "tenshot"), "distill", str(teacher), "--teacher-samples", "100000", "--teacher-steps", "50", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "config.yaml").is_file():  # the run is prepared, the teacher is drawing
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the run did not start within 120 s"
+            time.sleep(0.05)
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "interrupted: nothing half-written was kept"
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
 
 
 def test_teacher_and_shots_data(teacher, tmp_path):

@@ -137,12 +137,14 @@ def adapt(config: AdaptConfig, resume: bool = False) -> RunResult:
     """Adapt ``config.source`` to the images of ``config.target`` with ``config.method``."""
     from .data import load_domain
     from .data.images import to_tensor
-    from .methods import build_method
+    from .methods import build_method, is_one_step
     from .models.unet import load_model
 
     config.validate()
     out = Path(config.out)
     model = load_model(config.source)
+    if is_one_step(model.unet):
+        raise TenshotError(f"{config.source}: a one-step generator (tenshot distill), not a diffusion model; adapt its teacher instead")
     images = load_domain(config.target, model.size, default_split="shots", minimum=1)
     torch.manual_seed(config.train.seed)  # a method's random initial state (CRDI's embeddings) follows --seed
     method = build_method(config.method, model, config.options)
@@ -231,6 +233,8 @@ def distill(config: DistillConfig, resume: bool = False) -> RunResult:
     method = build_method(config.method, model, config.options)
     train = dataclasses.replace(config.train, ema_beta=config.ema_beta())
     return _train_and_export(method, images, train, out, resume)
+
+
 def _initialise(method, initialisation, source: np.ndarray, config: AdaptConfig, out: Path, resume: bool) -> RunResult | None:
     """Run or load the method's initialisation stage (:mod:`tenshot.train.initialisation`) in ``out/NAME``, or in
     ``out`` when the run is that stage alone; then the result of such a run, else None."""

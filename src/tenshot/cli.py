@@ -81,7 +81,8 @@ def _echo_main(text: str) -> None:
 
 
 class TenshotGroup(click.Group):
-    """Turns :class:`TenshotError` into one line on stderr and exit status 2."""
+    """Turns :class:`TenshotError` into one line on stderr and exit status 2, and an interruption outside the
+    training loop (Ctrl-C while sampling, drawing teacher images, evaluating) into one line and status 130."""
 
     def invoke(self, ctx):
         try:
@@ -91,6 +92,9 @@ class TenshotGroup(click.Group):
             sys.exit(error.exit_code)
         except Interrupted as stop:
             click.echo(str(stop), err=True)
+            sys.exit(130)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: nothing half-written was kept", err=True)
             sys.exit(130)
 
 
