@@ -15,7 +15,7 @@ time is the distillation's alone. Three anchors sit on the same table:
 Cells are cached: a cell whose ``cell.json`` exists is read back, so an interrupted benchmark continues
 where it stopped. ``make bench`` runs the full table (3 seeds, 1,000 samples, every method at its default
 budget: hours on 2 CPU cores). ``--quick`` is one target (openmoji), one seed and 200 samples per cell, a
-100-step oracle (the full table's trains 3,000 steps at batch 32), and a third of each default budget
+100-step oracle (the full table's trains 3,000 steps at batch 32), and a quarter of each default budget
 (``QUICK_FRACTION``: adaptation steps, phasic's stage-2 steps, GDD's steps and teacher samples): the
 defaults alone add up to about 23 minutes of adaptation and 30 of distillation on 2 cores, which leaves no
 room in 30 minutes for sampling and scoring. Quick figures check the pipeline; they do not rank methods.
@@ -53,7 +53,7 @@ ANCHORS = ("source", "oracle", "shots")
 COLUMNS = ("fid-el0", "kid-el0", "intra-lpips-el0", "near-copy-share", "swd", "adapt-seconds", "adapt-cpu-seconds", "adapt-peak-gb", "sample-img-per-s")
 ORACLE_FLAGS = ["--batch-size", "32", "--lr", "2e-4", "--checkpoint-every", "1000", "--preview-count", "0"]
 ORACLE_STEPS, QUICK_ORACLE_STEPS = 3000, 100
-QUICK_FRACTION = 1 / 3
+QUICK_FRACTION = 1 / 4
 
 
 def run(argv: list[str], log: Path) -> dict[str, float]:
@@ -170,6 +170,14 @@ def repeat_shots(target: str, out: Path, n: int) -> None:
     write_samples(np.concatenate([shots] * (n // len(shots) + 1))[:n], out)
 
 
+def cpu_seconds_of_children() -> float:
+    """User + system CPU seconds of every finished child process of this one."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def summarise(cells: list[dict]) -> dict:
     """Mean and (over several seeds) sample standard deviation of every column."""
     summary = {}
@@ -185,7 +193,9 @@ def markdown(table: dict, settings: dict) -> str:
         f"EmojiShift at 32 px from `{SOURCE}`: {settings['n']} samples per cell, seeds {settings['seeds']}, "
         f"{settings['date']}, `{settings['command']}`. Mean ± standard deviation over seeds; EL0 metrics against the "
         "target's `reference` half, near-copy against its shots. Phasic trains against EL0 features (the metric "
-        "network), so its EL0 figures may be flattered; swd is network-free.",
+        "network), and so does GDD's discriminator: their EL0 figures may be flattered; swd is network-free. "
+        f"This invocation: {settings['wall-seconds'] / 60:.1f} min wall, {settings['cpu-seconds'] / 60:.1f} CPU-min "
+        f"(cached cells cost nothing), 1-min load average {settings['load-average']:.1f} at the end.",
         "",
         "| target | method | " + " | ".join(COLUMNS) + " |",
         "|---" * (len(COLUMNS) + 2) + "|",
@@ -209,7 +219,7 @@ def markdown(table: dict, settings: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="openmoji only, one seed, 200 samples per cell, a 100-step oracle, a third of each method's budget.")
+    parser.add_argument("--quick", action="store_true", help="openmoji only, one seed, 200 samples per cell, a 100-step oracle, a quarter of each method's budget.")
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--methods", default=",".join(METHODS), help="Comma list of methods to adapt with.")
     parser.add_argument("--anchors", default=",".join(ANCHORS), help="Comma list of anchors (empty: none).")
@@ -219,6 +229,7 @@ def main() -> None:
     parser.add_argument("--adapt-flags", default="", help="Extra flags for every adapt, e.g. '--steps 300'.")
     parser.add_argument("--name", default="quality", help="Result files bench/results/NAME.{json,md}.")
     args = parser.parse_args()
+    started = time.perf_counter()
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     n = 200 if args.quick else args.n
     targets = ["openmoji"] if args.quick else [t for t in args.targets.split(",") if t]
@@ -255,7 +266,9 @@ def main() -> None:
             raw[target][row] = cells
             table[target][row] = summarise(cells)
     settings = {"source": SOURCE, "n": n, "seeds": seeds, "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", "bench/quality.py", *sys.argv[1:]]),
-                "adapt-flags": extra, "cpu-threads": os.cpu_count()}
+                "adapt-flags": extra, "cpu-threads": os.cpu_count(), "load-average": os.getloadavg()[0],
+                # this invocation only: cached cells cost nothing here
+                "wall-seconds": time.perf_counter() - started, "cpu-seconds": cpu_seconds_of_children()}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps({"settings": settings, "table": table, "cells": raw}, indent=2) + "\n")
     (RESULTS / f"{args.name}.md").write_text(markdown(table, settings))
