@@ -199,6 +199,27 @@ def test_each_sample_pairs_with_its_nearest_shot():
     assert same.tolist() == [3] and zero[0] == pytest.approx(0.0, abs=1e-6)
 
 
+def test_nearest_shots_in_small_batches_match_and_a_large_target_shows_a_bounded_row(monkeypatch):
+    from tenshot import run_report
+
+    shots = _patterns()
+    samples = np.clip(shots[[1, 3, 0]].astype(np.int16) + 7, 0, 255).astype(np.uint8)
+    with torch.no_grad():
+        whole = nearest_shots(samples, shots)
+        monkeypatch.setattr(run_report, "FEATURE_BATCH", 2)  # batches straddle the samples/shots boundary
+        batched = nearest_shots(samples, shots)
+    assert whole[0].tolist() == batched[0].tolist() == [1, 3, 0]
+    assert np.allclose(whole[1], batched[1], rtol=1e-5, atol=1e-6)
+    # a target folder of many images (an oracle's): the row shows the first SHOWN_SHOTS and every nearest one
+    monkeypatch.setattr(run_report, "SHOWN_SHOTS", 2)
+    many = np.concatenate([shots] * 3)
+    nearest = np.array([0, 9, 9])
+    pairing = run_report.Pairing(samples, many, [f"s{i}" for i in range(len(many))], nearest, np.zeros(3), "test")
+    page = run_report._shots_section(pairing)
+    row = page.split("<h3>Samples beside")[0]
+    assert row.count("<figure") == 3 and ">s9: nearest to 2<" in row and "Not shown: 9 more" in row
+
+
 # --- pieces ------------------------------------------------------------------------------------------------
 
 

@@ -41,6 +41,8 @@ GRID_NAME = re.compile(r"^step-(\d+)\.png$")
 NOT_LOSSES = ("step", "lr", "seconds")
 GRID_DISPLAY_WIDTH = 280  # CSS pixels a training grid is scaled towards (by a whole factor)
 PAIR_DISPLAY_SIZE = 96  # CSS pixels a sample or shot is scaled towards (by a whole factor)
+SHOWN_SHOTS = 40  # target images shown in the shots row (all of them are searched for the nearest)
+FEATURE_BATCH = 64  # images per EL0 pass: bounded memory whatever the target's size
 
 
 @dataclass
@@ -195,7 +197,7 @@ def nearest_shots(samples: np.ndarray, shots: np.ndarray) -> tuple[np.ndarray, n
     from .metrics.diversity import squared_distances
     from .metrics.evaluate import EL0Runner
 
-    vectors = EL0Runner(batch_size=len(samples) + len(shots), progress=False).vectors(np.concatenate([samples, shots]))
+    vectors = EL0Runner(batch_size=FEATURE_BATCH, progress=False).vectors(np.concatenate([samples, shots]))
     distances = squared_distances(vectors[: len(samples)], vectors[len(samples) :])
     nearest = distances.argmin(axis=1)
     return nearest, distances[np.arange(len(samples)), nearest]
@@ -327,19 +329,24 @@ def _metrics_section(tables: list[tuple[str, dict]]) -> str:
 
 
 def _shots_section(pairing: Pairing) -> str:
+    """The shots (the first ``SHOWN_SHOTS`` and every one nearest to a sample) and the samples beside theirs."""
     counts = np.bincount(pairing.nearest, minlength=len(pairing.shots))
     width, height = _scaled(pairing.shots[0], PAIR_DISPLAY_SIZE)
+    shown = [i for i in range(len(pairing.shots)) if i < SHOWN_SHOTS or counts[i]]
     shots = "".join(
-        f'<figure style="width: {width}px">{_img(shot, f"shot {name}", width, height)}<figcaption>{html.escape(name)}: nearest to {count}</figcaption></figure>'
-        for shot, name, count in zip(pairing.shots, pairing.shot_names, counts)
+        f'<figure style="width: {width}px">{_img(pairing.shots[i], f"shot {pairing.shot_names[i]}", width, height)}'
+        f"<figcaption>{html.escape(pairing.shot_names[i])}: nearest to {counts[i]}</figcaption></figure>"
+        for i in shown
     )
+    hidden = len(pairing.shots) - len(shown)
+    more = f" Not shown: {hidden} more, nearest to none of them." if hidden else ""
     pairs = "".join(
         f'<figure style="width: {2 * width + 4}px"><div class="pair">{_img(sample, f"sample {index}", width, height)}{_img(pairing.shots[shot], f"nearest shot {pairing.shot_names[shot]}", width, height)}</div>'
         f"<figcaption>sample {index} · {html.escape(pairing.shot_names[shot])} · d {distance:.3f}</figcaption></figure>"
         for index, (sample, shot, distance) in enumerate(zip(pairing.samples, pairing.nearest, pairing.distances))
     )
     return (
-        f"<h3>The {len(pairing.shots)} shots</h3><p class=\"note\">Under each: how many of the samples below are nearest to it.</p>"
+        f"<h3>The {len(pairing.shots)} shots</h3><p class=\"note\">Under each: how many of the samples below are nearest to it.{more}</p>"
         f'<div class="row">{shots}</div>'
         f"<h3>Samples beside their nearest shot</h3><p class=\"note\">Samples: {html.escape(pairing.source)}. "
         "Distance: LPIPS-style on EfficientNet-Lite0 stages (unit weights), the distance of the nearest-shot and "
