@@ -147,7 +147,7 @@ def anchor_cell(work: Path, target: str, anchor: str, n: int, oracle_steps: int)
         argv = [TENSHOT, "adapt", "--source", SOURCE, "--target", f"emoji:{target}:train", "--method", "finetune", "--steps", str(oracle_steps), *ORACLE_FLAGS]
         key = hashlib.sha256(" ".join(argv).encode()).hexdigest()[:12]
         oracle = work / "oracles" / f"{target}-{key}"
-        if not (oracle / "model").is_dir():
+        if not (oracle / "timing.json").is_file():  # written last: an oracle that did not finish is retrained
             shutil.rmtree(oracle, ignore_errors=True)
             timing = run([*argv, "--out", str(oracle)], oracle.with_suffix(".log"))
             (oracle / "timing.json").write_text(json.dumps(timing) + "\n")
