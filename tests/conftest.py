@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +64,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def interrupt_when(process: subprocess.Popen, ready, sig: int, timeout: float = 240, settle: float = 0.0) -> str:
+    """Wait (up to ``timeout`` s) until ``ready()``, then ``settle`` s more, send ``sig`` to ``process`` and return
+    its stderr once it has exited; the process is killed if anything fails on the way."""
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, f"not ready within {timeout} s"
+            time.sleep(0.05)
+        time.sleep(settle)
+        process.send_signal(sig)
+        return process.communicate(timeout=120)[1]
+    finally:
+        if process.poll() is None:
+            process.kill()

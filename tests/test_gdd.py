@@ -8,7 +8,6 @@ import json
 import math
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from conftest import VENV_BIN, cli_env, write_images
+from conftest import VENV_BIN, cli_env, interrupt_when, write_images
 from tenshot import api
 from tenshot.cli import main
 from tenshot.config import AdaptConfig, DistillConfig, TrainConfig, save_yaml
@@ -291,18 +290,8 @@ def test_ctrl_c_while_drawing_teacher_images_is_one_line_and_keeps_nothing_half_
         [str(VENV_BIN / "tenshot"), "distill", str(teacher), "--teacher-samples", "100000", "--teacher-steps", "50", "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
     )
-    try:
-        deadline = time.monotonic() + 120
-        while not (out / "config.yaml").is_file():  # the run is prepared, the teacher is drawing
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the run did not start within 120 s"
-            time.sleep(0.05)
-        time.sleep(1.0)
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    # the run is prepared when config.yaml exists; a second later the teacher is drawing
+    stderr = interrupt_when(process, (out / "config.yaml").is_file, signal.SIGINT, timeout=120, settle=1.0)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "interrupted: nothing half-written was kept"
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]

@@ -7,7 +7,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from conftest import REPO, VENV_BIN, cli_env
+from conftest import REPO, VENV_BIN, cli_env, interrupt_when
 from tenshot import api
 from tenshot.config import PretrainConfig, TrainConfig, load_yaml
 from tenshot.errors import TenshotError
@@ -116,17 +115,8 @@ def test_sigterm_leaves_a_checkpoint_and_resume_reaches_the_same_weights(image_f
         [str(VENV_BIN / "tenshot"), "pretrain", *map(str, flags), "--steps", "100000", "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
     )
-    try:
-        deadline = time.monotonic() + 240
-        while not list_checkpoints(out / "checkpoints"):  # the loop (and its signal handler) is running
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "no checkpoint within 240 s"
-            time.sleep(0.05)
-        process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    # a checkpoint exists: the loop (and its signal handler) is running
+    stderr = interrupt_when(process, lambda: bool(list_checkpoints(out / "checkpoints")), signal.SIGTERM)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert "interrupted: checkpoint of step" in stderr and "--resume" in stderr
