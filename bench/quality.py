@@ -32,6 +32,7 @@ import argparse
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -265,7 +266,7 @@ def main() -> None:
                 cells.append(distilled_cell(work, target, teacher, seed, n, flags))
             raw[target][row] = cells
             table[target][row] = summarise(cells)
-    settings = {"source": SOURCE, "n": n, "seeds": seeds, "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python", "bench/quality.py", *sys.argv[1:]]),
+    settings = {"source": SOURCE, "n": n, "seeds": seeds, "date": time.strftime("%Y-%m-%d"), "command": shlex.join(["python", "bench/quality.py", *sys.argv[1:]]),
                 "adapt-flags": extra, "cpu-threads": os.cpu_count(), "load-average": os.getloadavg()[0],
                 # this invocation only: cached cells cost nothing here
                 "wall-seconds": time.perf_counter() - started, "cpu-seconds": cpu_seconds_of_children()}
