@@ -289,6 +289,8 @@ def test_ctrl_c_while_drawing_teacher_images_is_one_line_and_keeps_nothing_half_
     process = subprocess.Popen(
         [str(VENV_BIN / "tenshot"), "distill", str(teacher), "--teacher-samples", "100000", "--teacher-steps", "50", "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+        # a shell's background job (CI may be one) inherits SIGINT ignored; Ctrl-C reaches a foreground command
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # the run is prepared when config.yaml exists; a second later the teacher is drawing
     stderr = interrupt_when(process, (out / "config.yaml").is_file, signal.SIGINT, timeout=120, settle=1.0)
