@@ -27,6 +27,13 @@ def write_images(folder: Path, count: int, size: int = 16, seed: int = 0) -> Pat
     return folder
 
 
+def uniform_images(seed: int, count: int, size: int):
+    """``count`` images as a float tensor ``(count, 3, size, size)``, uniform in [-1, 1], from ``seed``."""
+    import torch
+
+    return torch.rand(count, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory) -> Path:
     """Eight 16 px RGB images: a tiny training domain."""

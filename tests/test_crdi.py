@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from conftest import write_images
+from conftest import uniform_images, write_images
 from safetensors.torch import load_file
 
 from tenshot.api import generate
@@ -29,7 +29,7 @@ CODE_GRID = [0, 42, 83, 125, 166, 208, 250, 291, 333, 375, 416, 458, 500, 541, 5
 
 
 def _shots(count: int = 4, seed: int = 0) -> torch.Tensor:
-    return torch.rand(count, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    return uniform_images(seed, count, SIZE)
 
 
 def _method(prediction_type: str = "v_prediction", shots: int = 4, **options) -> CRDI:

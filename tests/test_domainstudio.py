@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file
 
+from conftest import uniform_images
 from tenshot.cli import main
 from tenshot.errors import TenshotError
 from tenshot.methods import METHODS, build_method, method_options
@@ -24,7 +25,7 @@ SIZE = 8
 
 
 def _images(seed: int, count: int = 4) -> torch.Tensor:
-    return torch.rand(count, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    return uniform_images(seed, count, SIZE)
 
 
 def _method(prediction_type: str = "v_prediction", **options) -> DomainStudio:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import write_images
+from conftest import uniform_images, write_images
 from tenshot.cli import main
 from tenshot.diffusion.samplers import ddim_sample, partial_noise, sample_generators
 from tenshot.diffusion.schedule import NoiseSchedule, cosine_schedule, default_scheduler_config
@@ -30,7 +30,7 @@ SIZE = 16
 
 
 def _images(seed: int, count: int = 4) -> torch.Tensor:
-    return torch.rand(count, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    return uniform_images(seed, count, SIZE)
 
 
 def _method(prediction_type: str = "v_prediction", **options) -> Phasic:
