@@ -14,7 +14,8 @@ Cases (DESIGN.md: speed is measured inside the process from a loaded model; whol
   ``sample()`` where a method overrides it (CRDI's guidance, GDD's one-step generator, ...), after one
   short untimed call; the median over ``--repeats`` calls of ``--sample-batch`` images.
 - Models: the shipped ``noto-32`` (small preset) at 32 px, a fresh ``base`` preset at 64 px (compute does
-  not depend on the weights). Target: ``emoji:openmoji`` shots at the case's size.
+  not depend on the weights). Target: ``emoji:openmoji`` shots at the case's size; phasic's source images
+  come from ``emoji:noto``, as adapt's ``--source-data`` would give them.
 
 Peak memory: every case runs in a fresh Python process, and ``peak_rss_mib`` is that process's resident-set
 high-water mark (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) when the case ends: Python, torch, the model,
@@ -29,7 +30,8 @@ tracemalloc would miss torch's allocations, which bypass Python's allocator. On 
     .venv/bin/python bench/speed.py --sizes 32 --methods finetune --samplers ddim --steps 2 --warmup 1 \\
         --sample-steps 2 --sample-batch 2       # a smoke test: about a minute
 
-Writes ``bench/results/speed.json`` and the tables as ``bench/results/speed.md``.
+Writes ``bench/results/speed.json`` and the tables as ``bench/results/speed.md`` (``speed-quick.*`` with
+``--quick``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = {32: "noto-32", 64: "base"}  # size -> shipped asset or fresh preset
 TARGET = "emoji:openmoji"
+SOURCE_DATA = "emoji:noto"  # the source domain, for methods that use source images (phasic)
 
 
 def cpu_name() -> str:
@@ -106,6 +109,10 @@ def run_train_case(case: dict) -> dict:
     model, model_name = load_case_model(case["size"])
     shots = load_domain(case["target"], case["size"], default_split="shots")
     method = build_method(case["method"], model, {})
+    if method.needs_source_images:  # phasic: as adapt loads them (--source-data)
+        from tenshot.source_images import load_source_images
+
+        method.source_images = to_tensor(load_source_images(SOURCE_DATA, model_name, model, method.needs_source_images))
     method.setup(to_tensor(shots))
     train = adapt_train_defaults(case["method"])  # the method's own settings (CRDI: no gradient clip)
     train.steps = case["warmup"] + case["steps"]
@@ -293,11 +300,12 @@ def main() -> None:
     parser.add_argument("--sample-batch", type=int, default=16, help="Images per sampling call.")
     parser.add_argument("--repeats", type=int, default=2, help="Timed sampling calls per case.")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per case (0: torch's default).")
-    parser.add_argument("--out", type=Path, default=RESULTS / "speed.json")
+    parser.add_argument("--out", type=Path, help="Result JSON, the table beside it as .md (default bench/results/speed.json, speed-quick.json with --quick).")
     args = parser.parse_args()
     if args.case:
         print(json.dumps(run_case(json.loads(args.case))))
         return
+    args.out = args.out or RESULTS / ("speed-quick.json" if args.quick else "speed.json")
     if args.quick:
         args.sizes, args.warmup, args.steps, args.repeats = "32", 1, 5, 1
     args.sizes = [int(size) for size in args.sizes.split(",")]
