@@ -12,18 +12,26 @@ time is the distillation's alone. Three anchors sit on the same table:
   once per target and cached under the work folder by a hash of its command;
 - ``shots``: the 10 shots themselves, repeated to the sample count (the memorising extreme).
 
-Cells are cached: a cell whose ``cell.json`` exists is read back, so an interrupted benchmark continues
-where it stopped. ``make bench`` runs the full table (3 seeds, 1,000 samples, every method at its default
-budget: hours on 2 CPU cores). ``--quick`` is one target (openmoji), one seed and 200 samples per cell, a
-100-step oracle (the full table's trains 3,000 steps at batch 32), and a quarter of each default budget
-(``QUICK_FRACTION``: adaptation steps, phasic's stage-2 steps, GDD's steps and teacher samples): the
-defaults alone add up to about 23 minutes of adaptation and 30 of distillation on 2 cores, which leaves no
-room in 30 minutes for sampling and scoring. Quick figures check the pipeline; they do not rank methods.
+Cells are cached: a cell whose ``cell.json`` exists and records the same command is read back, so an
+interrupted benchmark continues where it stopped, and a subset (``--seeds 0``) run first is reused by the
+whole table; a cell made with other flags is redone. ``--jobs 2`` runs two cells at a time with one thread
+each: more throughput on 2 cores than one cell on two threads, at the price of contended wall seconds (CPU
+seconds are recorded beside them).
+
+``make bench`` runs the full table (3 seeds, 1,000 samples of 25 DDIM steps, every method at its default
+budget: hours on 2 CPU cores). ``--quick`` checks the whole pipeline in under 30 minutes on 2 cores: one
+target (openmoji), one seed, 200 samples per cell of ``QUICK_SAMPLE_STEPS`` DDIM steps (also GDD's teacher
+samples), a 50-step oracle (the full table's trains 3,000 steps at batch 32), a quarter of each default
+budget (``QUICK_FRACTION``: adaptation steps, phasic's stage-2 steps, GDD's steps and teacher samples) and
+two cells at a time. The defaults alone add up to about 23 minutes of adaptation and 30 of distillation on
+2 cores, and 200 samples of 25 steps take 3 minutes per cell, which leaves no room in 30 minutes. Quick
+figures check the pipeline; they do not rank methods.
 
     .venv/bin/python bench/quality.py --quick
     .venv/bin/python bench/quality.py --targets openmoji --methods finetune,domainstudio --seeds 0 --n 500
 
-Writes ``bench/results/quality.json`` and ``bench/results/quality.md`` (mean and spread over seeds).
+Writes ``bench/results/quality.json`` and ``bench/results/quality.md`` (mean and spread over seeds), or
+``quality-quick.*`` with ``--quick``, so that a check never overwrites the full table.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +63,30 @@ DISTILLED = "gdd"
 ANCHORS = ("source", "oracle", "shots")
 COLUMNS = ("fid-el0", "kid-el0", "intra-lpips-el0", "near-copy-share", "swd", "adapt-seconds", "adapt-cpu-seconds", "adapt-peak-gb", "sample-img-per-s")
 ORACLE_FLAGS = ["--batch-size", "32", "--lr", "2e-4", "--checkpoint-every", "1000", "--preview-count", "0"]
-ORACLE_STEPS, QUICK_ORACLE_STEPS = 3000, 100
+ORACLE_STEPS, QUICK_ORACLE_STEPS = 3000, 50
+SAMPLE_STEPS, QUICK_SAMPLE_STEPS = 25, 10
 QUICK_FRACTION = 1 / 4
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one invocation measures; ``quick`` scales the budgets down (see the module)."""
+
+    n: int
+    seeds: list[int]
+    targets: list[str]
+    methods: list[str]
+    anchors: list[str]
+    quick: bool
+    adapt_flags: list[str]
+
+    @property
+    def sample_steps(self) -> int:
+        return QUICK_SAMPLE_STEPS if self.quick else SAMPLE_STEPS
+
+    @property
+    def oracle_steps(self) -> int:
+        return QUICK_ORACLE_STEPS if self.quick else ORACLE_STEPS
 
 
 def run(argv: list[str], log: Path) -> dict[str, float]:
@@ -76,43 +108,81 @@ def evaluate(samples: Path, target: str, out: Path) -> dict[str, float]:
     return json.loads(out.read_text())
 
 
-def sample(model: str, cell: Path, n: int, seed: int) -> float:
-    """Sample ``n`` images into ``cell/samples``; images per second of the whole ``tenshot sample`` process."""
+def sample_flags(plan: Plan, seed: int) -> list[str]:
+    return ["--n", str(plan.n), "--steps", str(plan.sample_steps), "--seed", str(seed), "--batch-size", "100"]
+
+
+def sample(model: str, cell: Path, plan: Plan, seed: int) -> float:
+    """Sample ``plan.n`` images into ``cell/samples``; images per second of the whole ``tenshot sample`` process."""
     shutil.rmtree(cell / "samples", ignore_errors=True)
-    timing = run([TENSHOT, "sample", model, "--n", str(n), "--seed", str(seed), "--batch-size", "100", "--out", str(cell / "samples")], cell / "sample.log")
-    return n / timing["seconds"]
+    timing = run([TENSHOT, "sample", model, *sample_flags(plan, seed), "--out", str(cell / "samples")], cell / "sample.log")
+    return plan.n / timing["seconds"]
 
 
-def method_cell(work: Path, target: str, method: str, seed: int, n: int, extra: list[str]) -> dict:
+def method_cell(work: Path, target: str, method: str, seed: int, plan: Plan) -> dict:
     """Adapt ``noto-32`` to ``target`` with ``method``, then sample and score (cached)."""
     argv = [TENSHOT, "adapt", "--source", SOURCE, "--target", f"emoji:{target}", "--method", method, "--seed", str(seed), "--preview-count", "0"]
-    return trained_cell(work / target / method / f"seed-{seed}", argv + extra, target, seed, n)
+    flags = quick_flags("adapt", method) if plan.quick else []
+    return trained_cell(work / target / method / f"seed-{seed}", [*argv, *flags, *plan.adapt_flags], target, seed, plan)
 
 
-def distilled_cell(work: Path, target: str, teacher: str, seed: int, n: int, extra: list[str]) -> dict:
+def distilled_cell(work: Path, target: str, teacher: str, seed: int, plan: Plan) -> dict:
     """Distil the ``teacher`` method's run of this seed with GDD, then sample and score (cached)."""
     run_folder = work / target / teacher / f"seed-{seed}" / "run"
     argv = [TENSHOT, "distill", str(run_folder), "--seed", str(seed), "--preview-count", "0"]
-    return trained_cell(work / target / f"{DISTILLED}-from-{teacher}" / f"seed-{seed}", argv + extra, target, seed, n)
+    flags = quick_flags("distill", teacher) if plan.quick else []
+    return trained_cell(work / target / f"{DISTILLED}-from-{teacher}" / f"seed-{seed}", [*argv, *flags], target, seed, plan)
 
 
-def trained_cell(cell: Path, argv: list[str], target: str, seed: int, n: int) -> dict:
-    """Run the training command ``argv`` into ``cell/run``, sample ``n`` images from it and evaluate them."""
-    done = cell / "cell.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    shutil.rmtree(cell / "run", ignore_errors=True)
+def trained_cell(cell: Path, argv: list[str], target: str, seed: int, plan: Plan) -> dict:
+    """Run the training command ``argv`` into ``cell/run``, sample ``plan.n`` images from it and evaluate them."""
     argv = [*argv, "--out", str(cell / "run")]
+    command = f"{' '.join(argv[1:])}; sample {' '.join(sample_flags(plan, seed))}"
+    result = cached(cell, command)
+    if result is not None:
+        return result
+    shutil.rmtree(cell / "run", ignore_errors=True)
     trained = run(argv, cell / f"{argv[1]}.log")
-    speed = sample(str(cell / "run"), cell, n, seed)
+    speed = sample(str(cell / "run"), cell, plan, seed)
     metrics = evaluate(cell / "samples", target, cell / "metrics.json")
-    result = {**metrics, "adapt-seconds": trained["seconds"], "adapt-cpu-seconds": trained["cpu-seconds"], "adapt-peak-gb": trained["peak-gb"], "sample-img-per-s": speed, "command": " ".join(argv[1:])}
-    done.write_text(json.dumps(result, indent=2) + "\n")
+    result = {**metrics, "adapt-seconds": trained["seconds"], "adapt-cpu-seconds": trained["cpu-seconds"], "adapt-peak-gb": trained["peak-gb"], "sample-img-per-s": speed, "command": command}
+    return store(cell, result)
+
+
+def cached(cell: Path, command: str) -> dict | None:
+    """The result stored in ``cell/cell.json`` if ``command`` made it; None if there is none or another command
+    made it (other flags, another budget), which is then redone."""
+    done = cell / "cell.json"
+    if not done.is_file():
+        return None
+    result = json.loads(done.read_text())
+    if result.get("command") == command:
+        return result
+    print(f"{cell} was made by `{result.get('command')}`: redoing it", flush=True)
+    done.unlink()
+    return None
+
+
+def store(cell: Path, result: dict) -> dict:
+    (cell / "cell.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
+def made_once(folder: Path, recipe: str, make) -> dict:
+    """``make()``'s figures, computed into ``folder`` once per ``recipe`` and read back from
+    ``folder/timing.json``, written last: a folder whose work did not finish, or that another recipe made, is
+    emptied and redone."""
+    done = folder / "timing.json"
+    if not done.is_file() or json.loads(done.read_text()).get("recipe") != recipe:
+        shutil.rmtree(folder, ignore_errors=True)
+        figures = make()
+        done.write_text(json.dumps({**figures, "recipe": recipe}) + "\n")
+    return json.loads(done.read_text())
+
+
 def quick_flags(command: str, method: str) -> list[str]:
-    """``--quick``'s budget: ``QUICK_FRACTION`` of the default steps (and of phasic's stage 2, GDD's teacher)."""
+    """``--quick``'s budget: ``QUICK_FRACTION`` of the default steps (and of phasic's stage 2, GDD's teacher
+    samples, which are drawn with ``QUICK_SAMPLE_STEPS``)."""
     from tenshot.config import DistillConfig, adapt_train_defaults
     from tenshot.methods.phasic import PhasicOptions
 
@@ -121,7 +191,7 @@ def quick_flags(command: str, method: str) -> list[str]:
 
     if command == "distill":
         defaults = DistillConfig()
-        return ["--steps", part(defaults.train.steps), "--teacher-samples", part(defaults.teacher_samples)]
+        return ["--steps", part(defaults.train.steps), "--teacher-samples", part(defaults.teacher_samples), "--teacher-steps", str(QUICK_SAMPLE_STEPS)]
     flags = ["--steps", part(adapt_train_defaults(method).steps)]
     if method == "phasic":
         flags += ["--fusion-steps", part(PhasicOptions().fusion_steps)]
@@ -136,30 +206,42 @@ def best_method(rows: dict, methods: list[str]) -> str:
     return min(scored, key=lambda m: rows[m]["fid-el0"]["mean"])
 
 
-def anchor_cell(work: Path, target: str, anchor: str, n: int, oracle_steps: int) -> dict:
+def anchor_cell(work: Path, target: str, anchor: str, plan: Plan) -> dict:
+    """Score an anchor against ``target``: the source's samples (drawn once for every target), the oracle's (its
+    training cached by a hash of its command) or the shots repeated."""
+    oracle_argv = [TENSHOT, "adapt", "--source", SOURCE, "--target", f"emoji:{target}:train", "--method", "finetune", "--steps", str(plan.oracle_steps), *ORACLE_FLAGS]
+    oracle_command = " ".join(oracle_argv[1:])
+    sampled = f"sample {' '.join(sample_flags(plan, 0))}"
+    command = {"source": f"{SOURCE}; {sampled}", "oracle": f"{oracle_command}; {sampled}", "shots": f"shots of emoji:{target} repeated to {plan.n}"}[anchor]
     cell = work / target / anchor
-    done = cell / "cell.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    extra: dict = {}
+    result = cached(cell, command)
+    if result is not None:
+        return result
+    samples, extra = cell / "samples", {}
     if anchor == "source":
-        extra["sample-img-per-s"] = sample(SOURCE, cell, n, 0)
+        extra = source_samples(work, plan)
+        samples = work / "source" / "samples"
     elif anchor == "oracle":
-        argv = [TENSHOT, "adapt", "--source", SOURCE, "--target", f"emoji:{target}:train", "--method", "finetune", "--steps", str(oracle_steps), *ORACLE_FLAGS]
-        key = hashlib.sha256(" ".join(argv).encode()).hexdigest()[:12]
-        oracle = work / "oracles" / f"{target}-{key}"
-        if not (oracle / "timing.json").is_file():  # written last: an oracle that did not finish is retrained
-            shutil.rmtree(oracle, ignore_errors=True)
-            timing = run([*argv, "--out", str(oracle)], oracle.with_suffix(".log"))
-            (oracle / "timing.json").write_text(json.dumps(timing) + "\n")
-        extra = {"adapt-seconds": json.loads((oracle / "timing.json").read_text())["seconds"], "command": " ".join(argv[1:])}
-        extra["sample-img-per-s"] = sample(str(oracle), cell, n, 0)
+        oracle = work / "oracles" / f"{target}-{hashlib.sha256(oracle_command.encode()).hexdigest()[:12]}"
+        timing = made_once(oracle, oracle_command, lambda: run([*oracle_argv, "--out", str(oracle)], oracle.with_suffix(".log")))
+        extra = {"adapt-seconds": timing["seconds"], "adapt-cpu-seconds": timing["cpu-seconds"], "adapt-peak-gb": timing["peak-gb"],
+                 "sample-img-per-s": sample(str(oracle), cell, plan, 0)}
     else:
-        repeat_shots(target, cell / "samples", n)
-    metrics = evaluate(cell / "samples", target, cell / "metrics.json")
-    result = {**metrics, **extra}
-    done.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+        repeat_shots(target, samples, plan.n)
+    metrics = evaluate(samples, target, cell / "metrics.json")
+    return store(cell, {**metrics, **extra, "command": command})
+
+
+def source_samples(work: Path, plan: Plan) -> dict:
+    """Draw the unadapted source's samples once into ``work/source/samples``; their images per second."""
+    drawn = work / "source"
+    timing = made_once(drawn, " ".join(sample_flags(plan, 0)), lambda: {"sample-img-per-s": sample(SOURCE, drawn, plan, 0)})
+    return {"sample-img-per-s": timing["sample-img-per-s"]}
+
+
+def announced(label: str, cell, *cell_args) -> dict:
+    print(label, flush=True)
+    return cell(*cell_args)
 
 
 def repeat_shots(target: str, out: Path, n: int) -> None:
@@ -191,12 +273,13 @@ def summarise(cells: list[dict]) -> dict:
 
 def markdown(table: dict, settings: dict) -> str:
     lines = [
-        f"EmojiShift at 32 px from `{SOURCE}`: {settings['n']} samples per cell, seeds {settings['seeds']}, "
+        (f"EmojiShift at 32 px from `{SOURCE}`: {settings['n']} samples of {settings['sample-steps']} DDIM steps per cell, seeds {settings['seeds']}, "
         f"{settings['date']}, `{settings['command']}`. Mean ± standard deviation over seeds; EL0 metrics against the "
         "target's `reference` half, near-copy against its shots. Phasic trains against EL0 features (the metric "
         "network), and so does GDD's discriminator: their EL0 figures may be flattered; swd is network-free. "
         f"This invocation: {settings['wall-seconds'] / 60:.1f} min wall, {settings['cpu-seconds'] / 60:.1f} CPU-min "
-        f"(cached cells cost nothing), 1-min load average {settings['load-average']:.1f} at the end.",
+        f"(cached cells cost nothing), {settings['jobs']} cell(s) at a time with {settings['child-threads'] or 'all'} thread(s) "
+        f"each, 1-min load average {settings['load-average']:.1f} at the end."),
         "",
         "| target | method | " + " | ".join(COLUMNS) + " |",
         "|---" * (len(COLUMNS) + 2) + "|",
@@ -218,9 +301,33 @@ def markdown(table: dict, settings: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fill_table(pool: ThreadPoolExecutor, work: Path, plan: Plan) -> dict:
+    """Run (or read back) every cell of ``plan`` on ``pool``: anchors first, then the adapted methods seed by seed
+    (so that an interrupted run has whole tables of its first seeds), then GDD from each target's best method."""
+    adapted = [m for m in plan.methods if m != DISTILLED]
+    rows: dict = {target: {} for target in plan.targets}
+
+    def submit(target: str, row: str, label: str, cell, *cell_args) -> None:
+        rows[target].setdefault(row, []).append(pool.submit(announced, f"{target} / {label}", cell, *cell_args))
+
+    for target in plan.targets:
+        for anchor in plan.anchors:
+            submit(target, anchor, anchor, anchor_cell, work, target, anchor, plan)
+    for seed in plan.seeds:
+        for target in plan.targets:
+            for method in adapted:
+                submit(target, method, f"{method} / seed {seed}", method_cell, work, target, method, seed, plan)
+    if DISTILLED in plan.methods:
+        for target in plan.targets:
+            teacher = best_method({m: summarise([f.result() for f in rows[target][m]]) for m in adapted}, plan.methods)
+            for seed in plan.seeds:
+                submit(target, f"{DISTILLED} (from {teacher})", f"{DISTILLED} from {teacher} / seed {seed}", distilled_cell, work, target, teacher, seed, plan)
+    return {target: {row: [f.result() for f in futures] for row, futures in target_rows.items()} for target, target_rows in rows.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="openmoji only, one seed, 200 samples per cell, a 100-step oracle, a quarter of each method's budget.")
+    parser.add_argument("--quick", action="store_true", help="openmoji only, one seed, 200 samples of 10 DDIM steps per cell, a 50-step oracle, a quarter of each method's budget, 2 jobs.")
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--methods", default=",".join(METHODS), help="Comma list of methods to adapt with.")
     parser.add_argument("--anchors", default=",".join(ANCHORS), help="Comma list of anchors (empty: none).")
@@ -228,51 +335,44 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="Samples per cell.")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "tenshot-bench"), help="Runs, samples and cached cells.")
     parser.add_argument("--adapt-flags", default="", help="Extra flags for every adapt, e.g. '--steps 300'.")
-    parser.add_argument("--name", default="quality", help="Result files bench/results/NAME.{json,md}.")
+    parser.add_argument("--jobs", type=int, help="Cells run at once (default 1, 2 with --quick), each child with cpu_count/JOBS threads (OMP_NUM_THREADS): "
+                        "more throughput on a few cores, but then wall seconds are contended (CPU seconds are not).")
+    parser.add_argument("--name", help="Result files bench/results/NAME.{json,md} (default quality, or quality-quick with --quick).")
     args = parser.parse_args()
+    name = args.name or ("quality-quick" if args.quick else "quality")
     started = time.perf_counter()
-    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
-    n = 200 if args.quick else args.n
-    targets = ["openmoji"] if args.quick else [t for t in args.targets.split(",") if t]
-    oracle_steps = QUICK_ORACLE_STEPS if args.quick else ORACLE_STEPS
-    work = Path(args.work) / f"n{n}"
-    extra = args.adapt_flags.split()
-    print(f"quality benchmark: {len(seeds)} seed(s), {n} samples per cell, work folder {work}; the full table takes hours on 2 CPU cores", flush=True)
-    table: dict = {}
-    raw: dict = {}
-    for target in targets:
-        table[target], raw[target] = {}, {}
-        for anchor in [a for a in args.anchors.split(",") if a]:
-            print(f"{target} / {anchor}", flush=True)
-            cell = anchor_cell(work, target, anchor, n, oracle_steps)
-            raw[target][anchor] = [cell]
-            table[target][anchor] = summarise([cell])
-        methods = [m for m in args.methods.split(",") if m]
-        for method in [m for m in methods if m != DISTILLED]:
-            cells = []
-            for seed in seeds:
-                print(f"{target} / {method} / seed {seed}", flush=True)
-                flags = quick_flags("adapt", method) if args.quick else []
-                cells.append(method_cell(work, target, method, seed, n, flags + extra))
-            raw[target][method] = cells
-            table[target][method] = summarise(cells)
-        if DISTILLED in methods:
-            teacher = best_method(table[target], methods)
-            row = f"{DISTILLED} (from {teacher})"
-            cells = []
-            for seed in seeds:
-                print(f"{target} / {row} / seed {seed}", flush=True)
-                flags = quick_flags("distill", teacher) if args.quick else []
-                cells.append(distilled_cell(work, target, teacher, seed, n, flags))
-            raw[target][row] = cells
-            table[target][row] = summarise(cells)
-    settings = {"source": SOURCE, "n": n, "seeds": seeds, "date": time.strftime("%Y-%m-%d"), "command": shlex.join(["python", "bench/quality.py", *sys.argv[1:]]),
-                "adapt-flags": extra, "cpu-threads": os.cpu_count(), "load-average": os.getloadavg()[0],
+    plan = Plan(
+        n=200 if args.quick else args.n,
+        seeds=[0] if args.quick else [int(s) for s in args.seeds.split(",")],
+        targets=["openmoji"] if args.quick else [t for t in args.targets.split(",") if t],
+        methods=[m for m in args.methods.split(",") if m],
+        anchors=[a for a in args.anchors.split(",") if a],
+        quick=args.quick,
+        adapt_flags=args.adapt_flags.split(),
+    )
+    jobs = args.jobs or (2 if args.quick else 1)
+    work = Path(args.work) / f"n{plan.n}"
+    print(f"quality benchmark: {len(plan.seeds)} seed(s), {plan.n} samples per cell, {jobs} cell(s) at a time, work folder {work}; "
+          "the full table takes hours on 2 CPU cores", flush=True)
+    if jobs > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    if "source" in plan.anchors:  # drawn once, before cells for several targets could draw it at the same time
+        source_samples(work, plan)
+    with ThreadPoolExecutor(jobs) as pool:
+        try:
+            raw = fill_table(pool, work, plan)
+        except BaseException:  # a failed cell or Ctrl-C: the queued cells are dropped, not run
+            pool.shutdown(cancel_futures=True)
+            raise
+    table = {target: {row: summarise(cells) for row, cells in target_rows.items()} for target, target_rows in raw.items()}
+    settings = {"source": SOURCE, "n": plan.n, "seeds": plan.seeds, "sample-steps": plan.sample_steps, "date": time.strftime("%Y-%m-%d"), "command": shlex.join(["python", "bench/quality.py", *sys.argv[1:]]),
+                "adapt-flags": plan.adapt_flags, "cpu-threads": os.cpu_count(), "jobs": jobs, "child-threads": os.environ.get("OMP_NUM_THREADS"),
+                "load-average": os.getloadavg()[0],
                 # this invocation only: cached cells cost nothing here
                 "wall-seconds": time.perf_counter() - started, "cpu-seconds": cpu_seconds_of_children()}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({"settings": settings, "table": table, "cells": raw}, indent=2) + "\n")
-    (RESULTS / f"{args.name}.md").write_text(markdown(table, settings))
+    (RESULTS / f"{name}.json").write_text(json.dumps({"settings": settings, "table": table, "cells": raw}, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown(table, settings))
     print(markdown(table, settings))
 
 
