@@ -14,16 +14,16 @@ time is the distillation's alone. Three anchors sit on the same table:
 
 Cells are cached: a cell whose ``cell.json`` exists and records the same command is read back, so an
 interrupted benchmark continues where it stopped, and a subset (``--seeds 0``) run first is reused by the
-whole table; a cell made with other flags is redone. ``--jobs 2`` runs two cells at a time with one thread
-each: more throughput on 2 cores than one cell on two threads, at the price of contended wall seconds (CPU
-seconds are recorded beside them).
+whole table; a cell made with other flags is redone. ``--jobs 2`` runs two cells at a time, one thread each
+while both run (``Cells``): more throughput on 2 cores than one cell on two threads, at the price of
+contended wall seconds (CPU seconds are recorded beside them).
 
 ``make bench`` runs the full table (3 seeds, 1,000 samples of 25 DDIM steps, every method at its default
 budget: hours on 2 CPU cores). ``--quick`` checks the whole pipeline in under 30 minutes on 2 cores: one
 target (openmoji), one seed, 200 samples per cell of ``QUICK_SAMPLE_STEPS`` DDIM steps (also GDD's teacher
-samples), a 50-step oracle (the full table's trains 3,000 steps at batch 32), a quarter of each default
-budget (``QUICK_FRACTION``: adaptation steps, phasic's stage-2 steps, GDD's steps and teacher samples) and
-two cells at a time. The defaults alone add up to about 23 minutes of adaptation and 30 of distillation on
+samples), a 50-step oracle (the full table's trains 3,000 steps at batch 32), a quarter of each method's
+default budget (``QUICK_FRACTION``: adaptation steps, phasic's stage-2 steps), an eighth of GDD's (steps and
+teacher samples) and two cells at a time. The defaults alone add up to about 23 minutes of adaptation and 30 of distillation on
 2 cores, and 200 samples of 25 steps take 3 minutes per cell, which leaves no room in 30 minutes. Quick
 figures check the pipeline; they do not rank methods.
 
@@ -46,8 +46,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,10 +63,13 @@ METHODS = ("finetune", "domainstudio", "phasic", "crdi", "gdd")
 DISTILLED = "gdd"
 ANCHORS = ("source", "oracle", "shots")
 COLUMNS = ("fid-el0", "kid-el0", "intra-lpips-el0", "near-copy-share", "swd", "adapt-seconds", "adapt-cpu-seconds", "adapt-peak-gb", "sample-img-per-s")
-ORACLE_FLAGS = ["--batch-size", "32", "--lr", "2e-4", "--checkpoint-every", "1000", "--preview-count", "0"]
+ORACLE_FLAGS = ["--batch-size", "32", "--lr", "2e-4", "--checkpoint-every", "250", "--preview-count", "0"]
 ORACLE_STEPS, QUICK_ORACLE_STEPS = 3000, 50
 SAMPLE_STEPS, QUICK_SAMPLE_STEPS = 25, 10
 QUICK_FRACTION = 1 / 4
+QUICK_DISTILL_FRACTION = 1 / 8  # GDD distils the best method, so it runs alone after all of them
+SOURCE_LOCK = threading.Lock()
+CHILD = threading.local()  # .threads: OMP_NUM_THREADS for the processes of the cell this thread runs (Cells)
 
 
 @dataclass(frozen=True)
@@ -94,8 +98,10 @@ def run(argv: list[str], log: Path) -> dict[str, float]:
     machine changes least) and peak resident memory (GB)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    threads = getattr(CHILD, "threads", None)
+    env = os.environ | {"OMP_NUM_THREADS": str(threads)} if threads else None
     with open(log, "w") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
@@ -164,6 +170,8 @@ def cached(cell: Path, command: str) -> dict | None:
 
 
 def store(cell: Path, result: dict) -> dict:
+    """Write ``cell/cell.json``, with the threads its processes had (its wall seconds depend on them)."""
+    result["threads"] = getattr(CHILD, "threads", None) or int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
     (cell / "cell.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -181,17 +189,18 @@ def made_once(folder: Path, recipe: str, make) -> dict:
 
 
 def quick_flags(command: str, method: str) -> list[str]:
-    """``--quick``'s budget: ``QUICK_FRACTION`` of the default steps (and of phasic's stage 2, GDD's teacher
-    samples, which are drawn with ``QUICK_SAMPLE_STEPS``)."""
+    """``--quick``'s budget: ``QUICK_FRACTION`` of the default adaptation steps (and of phasic's stage 2),
+    ``QUICK_DISTILL_FRACTION`` of GDD's steps and teacher samples, which are drawn with ``QUICK_SAMPLE_STEPS``."""
     from tenshot.config import DistillConfig, adapt_train_defaults
     from tenshot.methods.phasic import PhasicOptions
 
-    def part(value: int) -> str:
-        return str(max(1, round(value * QUICK_FRACTION)))
+    def part(value: int, fraction: float = QUICK_FRACTION) -> str:
+        return str(max(1, round(value * fraction)))
 
     if command == "distill":
         defaults = DistillConfig()
-        return ["--steps", part(defaults.train.steps), "--teacher-samples", part(defaults.teacher_samples), "--teacher-steps", str(QUICK_SAMPLE_STEPS)]
+        return ["--steps", part(defaults.train.steps, QUICK_DISTILL_FRACTION), "--teacher-samples", part(defaults.teacher_samples, QUICK_DISTILL_FRACTION),
+                "--teacher-steps", str(QUICK_SAMPLE_STEPS)]
     flags = ["--steps", part(adapt_train_defaults(method).steps)]
     if method == "phasic":
         flags += ["--fusion-steps", part(PhasicOptions().fusion_steps)]
@@ -223,7 +232,7 @@ def anchor_cell(work: Path, target: str, anchor: str, plan: Plan) -> dict:
         samples = work / "source" / "samples"
     elif anchor == "oracle":
         oracle = work / "oracles" / f"{target}-{hashlib.sha256(oracle_command.encode()).hexdigest()[:12]}"
-        timing = made_once(oracle, oracle_command, lambda: run([*oracle_argv, "--out", str(oracle)], oracle.with_suffix(".log")))
+        timing = trained_oracle(oracle, oracle_argv)
         extra = {"adapt-seconds": timing["seconds"], "adapt-cpu-seconds": timing["cpu-seconds"], "adapt-peak-gb": timing["peak-gb"],
                  "sample-img-per-s": sample(str(oracle), cell, plan, 0)}
     else:
@@ -232,16 +241,72 @@ def anchor_cell(work: Path, target: str, anchor: str, plan: Plan) -> dict:
     return store(cell, {**metrics, **extra, "command": command})
 
 
+def trained_oracle(oracle: Path, argv: list[str]) -> dict:
+    """Train the oracle into ``oracle`` (a folder named by a hash of ``argv``) once. 3,000 steps of batch 32 outlast
+    a 3-hour session on 2 cores, so an interrupted oracle resumes from its last checkpoint; its ``seconds`` are
+    then the training loop's own, summed over the parts, and its CPU seconds (the killed parts took theirs with
+    them) unknown."""
+    done = oracle / "timing.json"
+    if not done.is_file():
+        resume = any((oracle / "checkpoints").glob("step-*"))
+        if not resume:
+            shutil.rmtree(oracle, ignore_errors=True)
+        timing = run([*argv, "--out", str(oracle), *(["--resume"] if resume else [])], oracle.with_suffix(".log"))
+        if resume:
+            timing |= {"seconds": loop_seconds(oracle / "log.jsonl"), "cpu-seconds": None}
+        done.write_text(json.dumps(timing) + "\n")
+    return json.loads(done.read_text())
+
+
+def loop_seconds(log: Path) -> float:
+    """A run's training-loop seconds from its ``log.jsonl``, summed over the parts of a resumed run: each part
+    counts from 0, and the trainer cuts the log back to the checkpoint the next part resumes from."""
+    total = last = 0.0
+    for line in log.read_text().splitlines():
+        seconds = json.loads(line)["seconds"]
+        if seconds < last:
+            total += last
+        last = seconds
+    return total + last
+
+
 def source_samples(work: Path, plan: Plan) -> dict:
     """Draw the unadapted source's samples once into ``work/source/samples``; their images per second."""
     drawn = work / "source"
-    timing = made_once(drawn, " ".join(sample_flags(plan, 0)), lambda: {"sample-img-per-s": sample(SOURCE, drawn, plan, 0)})
+    with SOURCE_LOCK:  # the source cells of several targets may run at once; the first draws, the others wait
+        timing = made_once(drawn, " ".join(sample_flags(plan, 0)), lambda: {"sample-img-per-s": sample(SOURCE, drawn, plan, 0)})
     return {"sample-img-per-s": timing["sample-img-per-s"]}
 
 
-def announced(label: str, cell, *cell_args) -> dict:
-    print(label, flush=True)
-    return cell(*cell_args)
+class Cells:
+    """Runs cells ``jobs`` at a time. With ``jobs`` > 1 each cell's processes get the cores shared among the cells
+    running or waiting when it starts (``OMP_NUM_THREADS``): one thread each while the queue is full, every core
+    for a cell left alone at the end (the GDD cells, which wait for the whole table)."""
+
+    def __init__(self, jobs: int):
+        self.jobs, self.pending, self.lock = jobs, 0, threading.Lock()
+        self.pool = ThreadPoolExecutor(jobs)
+        self.queued = threading.Event()  # set once the first cells are all submitted: no cell counts its sharers before
+
+    def start(self) -> None:
+        self.queued.set()
+
+    def submit(self, label: str, cell, *cell_args) -> Future:
+        with self.lock:
+            self.pending += 1
+        return self.pool.submit(self._run, label, cell, *cell_args)
+
+    def _run(self, label: str, cell, *cell_args) -> dict:
+        self.queued.wait()
+        with self.lock:
+            sharing = min(self.jobs, self.pending)
+        CHILD.threads = max(1, (os.cpu_count() or 1) // sharing) if self.jobs > 1 else None
+        print(label + (f" ({CHILD.threads} thread(s))" if CHILD.threads else ""), flush=True)
+        try:
+            return cell(*cell_args)
+        finally:
+            with self.lock:
+                self.pending -= 1
 
 
 def repeat_shots(target: str, out: Path, n: int) -> None:
@@ -278,8 +343,8 @@ def markdown(table: dict, settings: dict) -> str:
         "target's `reference` half, near-copy against its shots. Phasic trains against EL0 features (the metric "
         "network), and so does GDD's discriminator: their EL0 figures may be flattered; swd is network-free. "
         f"This invocation: {settings['wall-seconds'] / 60:.1f} min wall, {settings['cpu-seconds'] / 60:.1f} CPU-min "
-        f"(cached cells cost nothing), {settings['jobs']} cell(s) at a time with {settings['child-threads'] or 'all'} thread(s) "
-        f"each, 1-min load average {settings['load-average']:.1f} at the end."),
+        f"(cached cells cost nothing), {settings['jobs']} cell(s) at a time, "
+        f"1-min load average {settings['load-average']:.1f} at the end."),
         "",
         "| target | method | " + " | ".join(COLUMNS) + " |",
         "|---" * (len(COLUMNS) + 2) + "|",
@@ -301,14 +366,14 @@ def markdown(table: dict, settings: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fill_table(pool: ThreadPoolExecutor, work: Path, plan: Plan) -> dict:
-    """Run (or read back) every cell of ``plan`` on ``pool``: anchors first, then the adapted methods seed by seed
-    (so that an interrupted run has whole tables of its first seeds), then GDD from each target's best method."""
+def fill_table(cells: Cells, work: Path, plan: Plan) -> dict:
+    """Run (or read back) every cell of ``plan`` on ``cells``: the anchors, the adapted methods seed by seed (an
+    interrupted run has whole tables of its first seeds), then GDD from each target's best method."""
     adapted = [m for m in plan.methods if m != DISTILLED]
     rows: dict = {target: {} for target in plan.targets}
 
     def submit(target: str, row: str, label: str, cell, *cell_args) -> None:
-        rows[target].setdefault(row, []).append(pool.submit(announced, f"{target} / {label}", cell, *cell_args))
+        rows[target].setdefault(row, []).append(cells.submit(f"{target} / {label}", cell, *cell_args))
 
     for target in plan.targets:
         for anchor in plan.anchors:
@@ -317,6 +382,7 @@ def fill_table(pool: ThreadPoolExecutor, work: Path, plan: Plan) -> dict:
         for target in plan.targets:
             for method in adapted:
                 submit(target, method, f"{method} / seed {seed}", method_cell, work, target, method, seed, plan)
+    cells.start()
     if DISTILLED in plan.methods:
         for target in plan.targets:
             teacher = best_method({m: summarise([f.result() for f in rows[target][m]]) for m in adapted}, plan.methods)
@@ -327,7 +393,7 @@ def fill_table(pool: ThreadPoolExecutor, work: Path, plan: Plan) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="openmoji only, one seed, 200 samples of 10 DDIM steps per cell, a 50-step oracle, a quarter of each method's budget, 2 jobs.")
+    parser.add_argument("--quick", action="store_true", help="openmoji only, one seed, 200 samples of 10 DDIM steps per cell, a 50-step oracle, a quarter of each method's budget (GDD: an eighth), 2 jobs.")
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--methods", default=",".join(METHODS), help="Comma list of methods to adapt with.")
     parser.add_argument("--anchors", default=",".join(ANCHORS), help="Comma list of anchors (empty: none).")
@@ -335,8 +401,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="Samples per cell.")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "tenshot-bench"), help="Runs, samples and cached cells.")
     parser.add_argument("--adapt-flags", default="", help="Extra flags for every adapt, e.g. '--steps 300'.")
-    parser.add_argument("--jobs", type=int, help="Cells run at once (default 1, 2 with --quick), each child with cpu_count/JOBS threads (OMP_NUM_THREADS): "
-                        "more throughput on a few cores, but then wall seconds are contended (CPU seconds are not).")
+    parser.add_argument("--jobs", type=int, help="Cells run at once (default 1, 2 with --quick), sharing the cores (OMP_NUM_THREADS): more "
+                        "throughput on a few cores, but then wall seconds are contended (CPU seconds are not).")
     parser.add_argument("--name", help="Result files bench/results/NAME.{json,md} (default quality, or quality-quick with --quick).")
     args = parser.parse_args()
     name = args.name or ("quality-quick" if args.quick else "quality")
@@ -354,19 +420,17 @@ def main() -> None:
     work = Path(args.work) / f"n{plan.n}"
     print(f"quality benchmark: {len(plan.seeds)} seed(s), {plan.n} samples per cell, {jobs} cell(s) at a time, work folder {work}; "
           "the full table takes hours on 2 CPU cores", flush=True)
-    if jobs > 1:
-        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
-    if "source" in plan.anchors:  # drawn once, before cells for several targets could draw it at the same time
-        source_samples(work, plan)
-    with ThreadPoolExecutor(jobs) as pool:
+    cells = Cells(jobs)
+    with cells.pool:
         try:
-            raw = fill_table(pool, work, plan)
+            raw = fill_table(cells, work, plan)
         except BaseException:  # a failed cell or Ctrl-C: the queued cells are dropped, not run
-            pool.shutdown(cancel_futures=True)
+            cells.start()
+            cells.pool.shutdown(cancel_futures=True)
             raise
     table = {target: {row: summarise(cells) for row, cells in target_rows.items()} for target, target_rows in raw.items()}
     settings = {"source": SOURCE, "n": plan.n, "seeds": plan.seeds, "sample-steps": plan.sample_steps, "date": time.strftime("%Y-%m-%d"), "command": shlex.join(["python", "bench/quality.py", *sys.argv[1:]]),
-                "adapt-flags": plan.adapt_flags, "cpu-threads": os.cpu_count(), "jobs": jobs, "child-threads": os.environ.get("OMP_NUM_THREADS"),
+                "adapt-flags": plan.adapt_flags, "cpu-threads": os.cpu_count(), "jobs": jobs,
                 "load-average": os.getloadavg()[0],
                 # this invocation only: cached cells cost nothing here
                 "wall-seconds": time.perf_counter() - started, "cpu-seconds": cpu_seconds_of_children()}
