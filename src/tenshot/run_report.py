@@ -194,11 +194,12 @@ def report_samples(run: Path, run_config: dict, config: ReportConfig) -> tuple[n
 def nearest_shots(samples: np.ndarray, shots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each sample's nearest shot (index) and its distance, by the LPIPS-style EL0 distance of the metrics
     (Zhang et al. 2018, eq. 1 with unit weights; :func:`tenshot.metrics.diversity.lpips_vectors`)."""
-    from .metrics.diversity import squared_distances
     from .metrics.evaluate import EL0Runner
 
-    vectors = EL0Runner(batch_size=FEATURE_BATCH, progress=False).vectors(np.concatenate([samples, shots]))
-    distances = squared_distances(vectors[: len(samples)], vectors[len(samples) :])
+    runner = EL0Runner(batch_size=FEATURE_BATCH, progress=False)
+    # the shots' vectors (1.4 MB each at 224 px) are compared batch by batch, never held all at once
+    _, shots_to_samples = runner.pooled_and_distances(shots, runner.vectors(samples), "shots")
+    distances = shots_to_samples.T
     nearest = distances.argmin(axis=1)
     return nearest, distances[np.arange(len(samples)), nearest]
 
