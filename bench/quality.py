@@ -23,9 +23,9 @@ budget: hours on 2 CPU cores). ``--quick`` checks the whole pipeline in under 30
 target (openmoji), one seed, 200 samples per cell of ``QUICK_SAMPLE_STEPS`` DDIM steps (also GDD's teacher
 samples), a 50-step oracle (the full table's trains 3,000 steps at batch 32), a quarter of each method's
 default budget (``QUICK_FRACTION``: adaptation steps, phasic's stage-2 steps), an eighth of GDD's (steps and
-teacher samples) and two cells at a time. The defaults alone add up to about 23 minutes of adaptation and 30 of distillation on
-2 cores, and 200 samples of 25 steps take 3 minutes per cell, which leaves no room in 30 minutes. Quick
-figures check the pipeline; they do not rank methods.
+teacher samples) and two cells at a time. The defaults alone add up to about 23 minutes of adaptation and
+30 of distillation on 2 cores, and 200 samples of 25 steps take 3 minutes per cell, which leaves no room in
+30 minutes. Quick figures check the pipeline; they do not rank methods.
 
     .venv/bin/python bench/quality.py --quick
     .venv/bin/python bench/quality.py --targets openmoji --methods finetune,domainstudio --seeds 0 --n 500
@@ -176,18 +176,6 @@ def store(cell: Path, result: dict) -> dict:
     return result
 
 
-def made_once(folder: Path, recipe: str, make) -> dict:
-    """``make()``'s figures, computed into ``folder`` once per ``recipe`` and read back from
-    ``folder/timing.json``, written last: a folder whose work did not finish, or that another recipe made, is
-    emptied and redone."""
-    done = folder / "timing.json"
-    if not done.is_file() or json.loads(done.read_text()).get("recipe") != recipe:
-        shutil.rmtree(folder, ignore_errors=True)
-        figures = make()
-        done.write_text(json.dumps({**figures, "recipe": recipe}) + "\n")
-    return json.loads(done.read_text())
-
-
 def quick_flags(command: str, method: str) -> list[str]:
     """``--quick``'s budget: ``QUICK_FRACTION`` of the default adaptation steps (and of phasic's stage 2),
     ``QUICK_DISTILL_FRACTION`` of GDD's steps and teacher samples, which are drawn with ``QUICK_SAMPLE_STEPS``."""
@@ -272,10 +260,14 @@ def loop_seconds(log: Path) -> float:
 
 def source_samples(work: Path, plan: Plan) -> dict:
     """Draw the unadapted source's samples once into ``work/source/samples``; their images per second."""
-    drawn = work / "source"
+    drawn, flags = work / "source", " ".join(sample_flags(plan, 0))
+    done = drawn / "timing.json"  # written last: samples that did not finish, or were drawn otherwise, are redrawn
     with SOURCE_LOCK:  # the source cells of several targets may run at once; the first draws, the others wait
-        timing = made_once(drawn, " ".join(sample_flags(plan, 0)), lambda: {"sample-img-per-s": sample(SOURCE, drawn, plan, 0)})
-    return {"sample-img-per-s": timing["sample-img-per-s"]}
+        if not done.is_file() or json.loads(done.read_text()).get("flags") != flags:
+            shutil.rmtree(drawn, ignore_errors=True)
+            speed = sample(SOURCE, drawn, plan, 0)
+            done.write_text(json.dumps({"sample-img-per-s": speed, "flags": flags}) + "\n")
+    return {"sample-img-per-s": json.loads(done.read_text())["sample-img-per-s"]}
 
 
 class Cells:
