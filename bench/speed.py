@@ -12,7 +12,8 @@ Cases (DESIGN.md: speed is measured inside the process from a loaded model; whol
 - ``sample``: images per second of DDIM and of ancestral DDPM at 25 steps through the plain UNet (what
   ``tenshot sample`` does for a fine-tuned run: ``tenshot.api.generate``), and of each method's own
   ``sample()`` where a method overrides it (CRDI's guidance, GDD's one-step generator, ...), after one
-  short untimed call; the median over ``--repeats`` calls of ``--sample-batch`` images.
+  short untimed call; the median over ``--repeats`` calls of ``--sample-batch`` images, and the UNet evaluations
+  per image those calls made (counted by a hook: one for GDD's generator whatever ``--sample-steps``).
 - Models: the shipped ``noto-32`` (small preset) at 32 px, a fresh ``base`` preset at 64 px (compute does
   not depend on the weights). Target: ``emoji:openmoji`` shots at the case's size; phasic's source images
   come from ``emoji:noto``, as adapt's ``--source-data`` would give them.
@@ -168,6 +169,7 @@ def run_sample_case(case: dict) -> dict:
     setup_rss = current_rss_bytes()
     with torch.no_grad():
         generate(method, min(n, 2), steps=2, sampler=sampler, batch_size=n)  # warm-up
+        rows = count_unet_rows(method)
         seconds = []
         for repeat in range(case["repeats"]):
             if device.type == "cuda":
@@ -185,8 +187,27 @@ def run_sample_case(case: dict) -> dict:
         "median_s": round(median, 4),
         "images_per_s": round(n / median, 3),
         "s_per_image": round(median / n, 4),
+        "evaluations_per_image": round(rows[0] / (n * case["repeats"]), 2),
         "setup_rss_mib": mib(setup_rss),
     }
+
+
+def count_unet_rows(method) -> list[int]:
+    """A one-item list that counts the batch rows every UNet2DModel inside ``method`` is called on from now: the
+    network evaluations per image of a sampler, whatever its ``steps`` (one for GDD's generator, fewer than
+    ``steps`` for a sampler that starts part-way)."""
+    from diffusers import UNet2DModel
+
+    rows = [0]
+
+    def count(module, args, kwargs):
+        sample = args[0] if args else kwargs["sample"]
+        rows[0] += sample.shape[0]
+
+    for module in method.modules():
+        if isinstance(module, UNet2DModel):
+            module.register_forward_pre_hook(count, with_kwargs=True)
+    return rows
 
 
 def run_case(case: dict) -> dict:
@@ -271,16 +292,16 @@ def markdown(results: list[dict], header: dict) -> str:
         "",
         "## Sampling",
         "",
-        "| size | model | sampler | steps | images per call | images/s | s/image | setup RSS MiB | peak RSS MiB | process s |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| size | model | sampler | steps | UNet evaluations per image | images per call | images/s | s/image | setup RSS MiB | peak RSS MiB | process s |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if r["kind"] != "sample":
             continue
         if "error" in r:
-            lines.append(f"| {r['size']} | {MODELS[r['size']]} | {label(r)} | {r['steps']} | {r['batch']} | error: {r['error']} | | | | {r['process_s']} |")
+            lines.append(f"| {r['size']} | {MODELS[r['size']]} | {label(r)} | {r['steps']} | | {r['batch']} | error: {r['error']} | | | | {r['process_s']} |")
             continue
-        lines.append(f"| {r['size']} | {r['model']} | {label(r)} | {r['steps']} | {r['images']} | {r['images_per_s']:.2f} | {r['s_per_image']:.3f} | "
+        lines.append(f"| {r['size']} | {r['model']} | {label(r)} | {r['steps']} | {r['evaluations_per_image']:g} | {r['images']} | {r['images_per_s']:.2f} | {r['s_per_image']:.3f} | "
                      f"{r['setup_rss_mib']:.0f} | {r['peak_rss_mib']:.0f} | {r['process_s']:.0f} |")
     return "\n".join(lines) + "\n"
 
