@@ -49,7 +49,8 @@ def assert_same_run(a: Path, b: Path, step: int) -> None:
 
 
 def test_resume_drops_log_lines_written_after_the_checkpoint(image_folder, tmp_path):
-    """A hard kill after step 6's checkpoint but past it in the log must not leave duplicate steps."""
+    """A hard kill after step 6's checkpoint but past it in the log must not leave duplicate steps; the resumed
+    part's clock goes on from the checkpoint's training seconds, not from 0."""
     run = tmp_path / "run"
     api.pretrain(pretrain_config(image_folder, run, 6, checkpoint_every=3, keep_checkpoints=3))
     for step in (4, 5, 6):
@@ -57,8 +58,11 @@ def test_resume_drops_log_lines_written_after_the_checkpoint(image_folder, tmp_p
         if checkpoint.exists():
             shutil.rmtree(checkpoint)
     api.pretrain(pretrain_config(image_folder, run, 8, checkpoint_every=3, keep_checkpoints=3), resume=True)
-    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 9))
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in records] == list(range(1, 9))
+    resumed_from = load_checkpoint(run / "checkpoints" / "step-3")["trainer"]["seconds"]
+    assert 0 < records[2]["seconds"] <= resumed_from <= records[3]["seconds"]
+    assert [record["seconds"] for record in records] == sorted(record["seconds"] for record in records)
 
 
 @pytest.mark.parametrize("grad_accum", [1, 2])

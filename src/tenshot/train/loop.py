@@ -34,7 +34,7 @@ from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 @dataclass
 class TrainResult:
     steps: int
-    seconds: float
+    seconds: float  # the training loop's, summed over the parts of a resumed run
     final_losses: dict[str, float]
     ema: EMA
 
@@ -212,7 +212,7 @@ class Trainer:
         ]
         self.wrapped, *self.optimizers = self.accelerator.prepare(method, *optimizers)
         self.optimizer = self.optimizers[0]
-        self.start_step = 0
+        self.start_step, self.seconds_before = 0, 0.0  # where a resumed run goes on from: its step and training seconds
         if resume:
             self._resume()
 
@@ -265,6 +265,7 @@ class Trainer:
             for name, value in trainable.items():
                 value.copy_(state["trainable"][name])
         self.start_step = step
+        self.seconds_before = float(state["trainer"].get("seconds", 0.0))
         if self.is_main:
             _truncate_log(self.run / "log.jsonl", step)
 
@@ -277,7 +278,7 @@ class Trainer:
                 self._trainable_state(),
                 self.ema.state_dict(),
                 self._optimizer_state(),
-                {"config": self.config.__dict__},
+                {"config": self.config.__dict__, "seconds": round(time.perf_counter() - self.started, 3)},
                 self.config.keep_checkpoints,
             )
         self.accelerator.wait_for_everyone()
@@ -351,7 +352,7 @@ class Trainer:
         config = self.config
         log_path = self.run / "log.jsonl"
         self.run.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
+        self.started = time.perf_counter() - self.seconds_before  # a resumed run's clock goes on from its checkpoint
         losses: dict[str, float] = {}
         bar = tqdm(total=config.steps, initial=self.start_step, disable=not self.is_main, desc=f"{self.method.name}", unit="step", dynamic_ncols=True)
         self.wrapped.train()
@@ -370,7 +371,7 @@ class Trainer:
                 if step % config.log_every == 0 or step == config.steps:
                     bar.set_postfix({name: f"{sums[key]:.4f}" for name, key in self._shown_losses().items()})
                     if self.is_main:
-                        record = {"step": step, "lr": lr, "seconds": round(time.perf_counter() - started, 3), **sums}
+                        record = {"step": step, "lr": lr, "seconds": round(time.perf_counter() - self.started, 3), **sums}
                         with open(log_path, "a") as log:
                             log.write(json.dumps(record) + "\n")
                 if step % config.preview_every == 0 or step == config.steps:
@@ -387,4 +388,4 @@ class Trainer:
                     bar.close()
                     raise Interrupted(step, path or self._checkpoint(step))
         bar.close()
-        return TrainResult(steps=step, seconds=time.perf_counter() - started, final_losses=losses, ema=self.ema)
+        return TrainResult(steps=step, seconds=time.perf_counter() - self.started, final_losses=losses, ema=self.ema)
