@@ -12,11 +12,13 @@ time is the distillation's alone. Three anchors sit on the same table:
   once per target and cached under the work folder by a hash of its command;
 - ``shots``: the 10 shots themselves, repeated to the sample count (the memorising extreme).
 
-Cells are cached: a cell whose ``cell.json`` exists and records the same command is read back, so an
+Cells are cached: a cell whose ``cell.json`` exists and records the same recipe is read back, so an
 interrupted benchmark continues where it stopped, and a subset (``--seeds 0``) run first is reused by the
-whole table; a cell made with other flags is redone. ``--jobs 2`` runs two cells at a time, one thread each
+whole table. The recipe is the training command with its budget spelled out (``budget_flags``: a changed
+default redoes the cell), the sampling flags and, for GDD, the teacher cell's recipe; a change of code or of
+a method option's default needs a fresh ``--work``. ``--jobs 2`` runs two cells at a time, one thread each
 while both run (``Cells``): more throughput on 2 cores than one cell on two threads, at the price of
-contended wall seconds (CPU seconds are recorded beside them).
+contended wall seconds (CPU seconds, and the threads each process had, are recorded beside them).
 
 ``make bench`` runs the full table (3 seeds, 1,000 samples of 25 DDIM steps, every method at its default
 budget: hours on 2 CPU cores). ``--quick`` checks the whole pipeline in under 30 minutes on 2 cores: one
@@ -70,7 +72,7 @@ SAMPLE_BATCH = 16  # 200 images of noto-32 on 2 cores: 179 s at batch 8, 150 at 
 QUICK_FRACTION = 1 / 4
 QUICK_DISTILL_FRACTION = 1 / 8  # GDD distils the best method, so it runs alone after all of them
 SOURCE_LOCK = threading.Lock()
-CHILD = threading.local()  # .threads: OMP_NUM_THREADS for the processes of the cell this thread runs (Cells)
+CHILD = threading.local()  # .cells: the Cells whose worker this thread is, which shares the cores among its processes
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def run(argv: list[str], log: Path) -> dict[str, float]:
     machine changes least) and peak resident memory (GB)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    threads = getattr(CHILD, "threads", None)
+    threads = CHILD.cells.threads() if hasattr(CHILD, "cells") else None
     env = os.environ | {"OMP_NUM_THREADS": str(threads)} if threads else None
     with open(log, "w") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -107,7 +109,8 @@ def run(argv: list[str], log: Path) -> dict[str, float]:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed with status {process.returncode}; see {log}")
-    return {"seconds": time.perf_counter() - started, "cpu-seconds": usage.ru_utime + usage.ru_stime, "peak-gb": usage.ru_maxrss / 1024**2}
+    return {"seconds": time.perf_counter() - started, "cpu-seconds": usage.ru_utime + usage.ru_stime, "peak-gb": usage.ru_maxrss / 1024**2,
+            "threads": threads or int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))}
 
 
 def evaluate(samples: Path, target: str, out: Path) -> dict[str, float]:
@@ -119,41 +122,47 @@ def sample_flags(plan: Plan, seed: int) -> list[str]:
     return ["--n", str(plan.n), "--steps", str(plan.sample_steps), "--seed", str(seed), "--batch-size", str(SAMPLE_BATCH)]
 
 
-def sample(model: str, cell: Path, plan: Plan, seed: int) -> float:
-    """Sample ``plan.n`` images into ``cell/samples``; images per second of the whole ``tenshot sample`` process."""
+def sample(model: str, cell: Path, plan: Plan, seed: int) -> dict:
+    """Sample ``plan.n`` images into ``cell/samples``: images per second of the whole ``tenshot sample`` process,
+    and its threads."""
     shutil.rmtree(cell / "samples", ignore_errors=True)
     timing = run([TENSHOT, "sample", model, *sample_flags(plan, seed), "--out", str(cell / "samples")], cell / "sample.log")
-    return plan.n / timing["seconds"]
+    return {"sample-img-per-s": plan.n / timing["seconds"], "sample-threads": timing["threads"]}
 
 
 def method_cell(work: Path, target: str, method: str, seed: int, plan: Plan) -> dict:
     """Adapt ``noto-32`` to ``target`` with ``method``, then sample and score (cached)."""
     argv = [TENSHOT, "adapt", "--source", SOURCE, "--target", f"emoji:{target}", "--method", method, "--seed", str(seed), "--preview-count", "0"]
-    flags = quick_flags("adapt", method) if plan.quick else []
-    return trained_cell(work / target / method / f"seed-{seed}", [*argv, *flags, *plan.adapt_flags], target, seed, plan)
+    return trained_cell(work / target / method / f"seed-{seed}", [*argv, *budget_flags("adapt", method, plan.quick), *plan.adapt_flags], target, seed, plan)
 
 
 def distilled_cell(work: Path, target: str, teacher: str, seed: int, plan: Plan) -> dict:
-    """Distil the ``teacher`` method's run of this seed with GDD, then sample and score (cached)."""
-    run_folder = work / target / teacher / f"seed-{seed}" / "run"
-    argv = [TENSHOT, "distill", str(run_folder), "--seed", str(seed), "--preview-count", "0"]
-    flags = quick_flags("distill", teacher) if plan.quick else []
-    return trained_cell(work / target / f"{DISTILLED}-from-{teacher}" / f"seed-{seed}", [*argv, *flags], target, seed, plan)
+    """Distil the ``teacher`` method's run of this seed with GDD, then sample and score (cached; the recipe names the
+    teacher cell's own, so a teacher made again is distilled again)."""
+    teacher_cell = work / target / teacher / f"seed-{seed}"
+    argv = [TENSHOT, "distill", str(teacher_cell / "run"), "--seed", str(seed), "--preview-count", "0", *budget_flags("distill", teacher, plan.quick)]
+    teacher_recipe = json.loads((teacher_cell / "cell.json").read_text())["command"]
+    return trained_cell(work / target / f"{DISTILLED}-from-{teacher}" / f"seed-{seed}", argv, target, seed, plan, f"; teacher {teacher_recipe}")
 
 
-def trained_cell(cell: Path, argv: list[str], target: str, seed: int, plan: Plan) -> dict:
-    """Run the training command ``argv`` into ``cell/run``, sample ``plan.n`` images from it and evaluate them."""
+def trained_cell(cell: Path, argv: list[str], target: str, seed: int, plan: Plan, recipe: str = "") -> dict:
+    """Run the training command ``argv`` into ``cell/run``, sample ``plan.n`` images from it and evaluate them;
+    ``recipe`` adds what else made the cell to its cache key."""
     argv = [*argv, "--out", str(cell / "run")]
-    command = f"{' '.join(argv[1:])}; sample {' '.join(sample_flags(plan, seed))}"
+    command = f"{' '.join(argv[1:])}; sample {' '.join(sample_flags(plan, seed))}{recipe}"
     result = cached(cell, command)
     if result is not None:
         return result
     shutil.rmtree(cell / "run", ignore_errors=True)
     trained = run(argv, cell / f"{argv[1]}.log")
-    speed = sample(str(cell / "run"), cell, plan, seed)
+    sampled = sample(str(cell / "run"), cell, plan, seed)
     metrics = evaluate(cell / "samples", target, cell / "metrics.json")
-    result = {**metrics, "adapt-seconds": trained["seconds"], "adapt-cpu-seconds": trained["cpu-seconds"], "adapt-peak-gb": trained["peak-gb"], "sample-img-per-s": speed, "command": command}
-    return store(cell, result)
+    return store(cell, {**metrics, **adapt_figures(trained), **sampled, "command": command})
+
+
+def adapt_figures(timing: dict) -> dict:
+    """The adapt columns of a training process's ``run`` figures."""
+    return {"adapt-seconds": timing["seconds"], "adapt-cpu-seconds": timing["cpu-seconds"], "adapt-peak-gb": timing["peak-gb"], "adapt-threads": timing.get("threads")}
 
 
 def cached(cell: Path, command: str) -> dict | None:
@@ -171,28 +180,31 @@ def cached(cell: Path, command: str) -> dict | None:
 
 
 def store(cell: Path, result: dict) -> dict:
-    """Write ``cell/cell.json``, with the threads its processes had (its wall seconds depend on them)."""
-    result["threads"] = getattr(CHILD, "threads", None) or int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
+    """Write ``cell/cell.json``."""
     (cell / "cell.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
-def quick_flags(command: str, method: str) -> list[str]:
-    """``--quick``'s budget: ``QUICK_FRACTION`` of the default adaptation steps (and of phasic's stage 2),
-    ``QUICK_DISTILL_FRACTION`` of GDD's steps and teacher samples, which are drawn with ``QUICK_SAMPLE_STEPS``."""
+def budget_flags(command: str, method: str, quick: bool) -> list[str]:
+    """A cell's training budget, spelled out so that its recipe names it (a changed default redoes the cell): the
+    method's default steps, batch and learning rate (and phasic's stage-2 steps), GDD's steps, batch and teacher
+    samples; with ``quick``, ``QUICK_FRACTION`` of the steps, ``QUICK_DISTILL_FRACTION`` of GDD's steps and
+    teacher samples, drawn with ``QUICK_SAMPLE_STEPS``."""
     from tenshot.config import DistillConfig, adapt_train_defaults
     from tenshot.methods.phasic import PhasicOptions
 
-    def part(value: int, fraction: float = QUICK_FRACTION) -> str:
-        return str(max(1, round(value * fraction)))
+    def part(value: int, fraction: float) -> str:
+        return str(max(1, round(value * fraction)) if quick else value)
 
     if command == "distill":
         defaults = DistillConfig()
-        return ["--steps", part(defaults.train.steps, QUICK_DISTILL_FRACTION), "--teacher-samples", part(defaults.teacher_samples, QUICK_DISTILL_FRACTION),
-                "--teacher-steps", str(QUICK_SAMPLE_STEPS)]
-    flags = ["--steps", part(adapt_train_defaults(method).steps)]
+        return ["--steps", part(defaults.train.steps, QUICK_DISTILL_FRACTION), "--batch-size", str(defaults.train.batch_size),
+                "--lr", str(defaults.train.lr), "--teacher-samples", part(defaults.teacher_samples, QUICK_DISTILL_FRACTION),
+                "--teacher-steps", str(QUICK_SAMPLE_STEPS if quick else defaults.teacher_steps)]
+    train = adapt_train_defaults(method)
+    flags = ["--steps", part(train.steps, QUICK_FRACTION), "--batch-size", str(train.batch_size), "--lr", str(train.lr)]
     if method == "phasic":
-        flags += ["--fusion-steps", part(PhasicOptions().fusion_steps)]
+        flags += ["--fusion-steps", part(PhasicOptions().fusion_steps, QUICK_FRACTION)]
     return flags
 
 
@@ -221,9 +233,7 @@ def anchor_cell(work: Path, target: str, anchor: str, plan: Plan) -> dict:
         samples = work / "source" / "samples"
     elif anchor == "oracle":
         oracle = work / "oracles" / f"{target}-{hashlib.sha256(oracle_command.encode()).hexdigest()[:12]}"
-        timing = trained_oracle(oracle, oracle_argv)
-        extra = {"adapt-seconds": timing["seconds"], "adapt-cpu-seconds": timing["cpu-seconds"], "adapt-peak-gb": timing["peak-gb"],
-                 "sample-img-per-s": sample(str(oracle), cell, plan, 0)}
+        extra = {**adapt_figures(trained_oracle(oracle, oracle_argv)), **sample(str(oracle), cell, plan, 0)}
     else:
         repeat_shots(target, samples, plan.n)
     metrics = evaluate(samples, target, cell / "metrics.json")
@@ -233,8 +243,8 @@ def anchor_cell(work: Path, target: str, anchor: str, plan: Plan) -> dict:
 def trained_oracle(oracle: Path, argv: list[str]) -> dict:
     """Train the oracle into ``oracle`` (a folder named by a hash of ``argv``) once. 3,000 steps of batch 32 outlast
     a 3-hour session on 2 cores, so an interrupted oracle resumes from its last checkpoint; its ``seconds`` are
-    then the training loop's own, summed over the parts, and its CPU seconds (the killed parts took theirs with
-    them) unknown."""
+    then the training loop's own over every part (the trainer's clock goes on across a resume), its CPU seconds
+    (the killed parts took theirs with them) unknown and its peak memory the last part's."""
     done = oracle / "timing.json"
     if not done.is_file():
         resume = any((oracle / "checkpoints").glob("step-*"))
@@ -242,59 +252,51 @@ def trained_oracle(oracle: Path, argv: list[str]) -> dict:
             shutil.rmtree(oracle, ignore_errors=True)
         timing = run([*argv, "--out", str(oracle), *(["--resume"] if resume else [])], oracle.with_suffix(".log"))
         if resume:
-            timing |= {"seconds": loop_seconds(oracle / "log.jsonl"), "cpu-seconds": None}
+            last = (oracle / "log.jsonl").read_text().splitlines()[-1]
+            timing |= {"seconds": json.loads(last)["seconds"], "cpu-seconds": None}
         done.write_text(json.dumps(timing) + "\n")
     return json.loads(done.read_text())
 
 
-def loop_seconds(log: Path) -> float:
-    """A run's training-loop seconds from its ``log.jsonl``, summed over the parts of a resumed run: each part
-    counts from 0, and the trainer cuts the log back to the checkpoint the next part resumes from."""
-    total = last = 0.0
-    for line in log.read_text().splitlines():
-        seconds = json.loads(line)["seconds"]
-        if seconds < last:
-            total += last
-        last = seconds
-    return total + last
-
-
 def source_samples(work: Path, plan: Plan) -> dict:
-    """Draw the unadapted source's samples once into ``work/source/samples``; their images per second."""
+    """Draw the unadapted source's samples once into ``work/source/samples``; their images per second and threads."""
     drawn, flags = work / "source", " ".join(sample_flags(plan, 0))
     done = drawn / "timing.json"  # written last: samples that did not finish, or were drawn otherwise, are redrawn
     with SOURCE_LOCK:  # the source cells of several targets may run at once; the first draws, the others wait
         if not done.is_file() or json.loads(done.read_text()).get("flags") != flags:
             shutil.rmtree(drawn, ignore_errors=True)
-            speed = sample(SOURCE, drawn, plan, 0)
-            done.write_text(json.dumps({"sample-img-per-s": speed, "flags": flags}) + "\n")
-    return {"sample-img-per-s": json.loads(done.read_text())["sample-img-per-s"]}
+            sampled = sample(SOURCE, drawn, plan, 0)
+            done.write_text(json.dumps({**sampled, "flags": flags}) + "\n")
+    return {key: value for key, value in json.loads(done.read_text()).items() if key != "flags"}
 
 
 class Cells:
-    """Runs cells ``jobs`` at a time. With ``jobs`` > 1 each cell's processes get the cores shared among the cells
-    running or waiting when it starts (``OMP_NUM_THREADS``): one thread each while the queue is full, every core
-    for a cell left alone at the end (the GDD cells, which wait for the whole table)."""
+    """Runs cells ``jobs`` at a time. With ``jobs`` > 1 each process a cell starts gets the cores shared among the
+    cells running or waiting at that moment (``OMP_NUM_THREADS``): one thread each while the queue is full, every
+    core for a cell left alone at the end. A batch of cells is queued at once (``submit``), so that none starts
+    before its sharers are counted. Cached cells waiting in the queue count too, though they take no time: a
+    resumed table may run a real cell on fewer cores than it could (``threads`` records what each cell had)."""
 
     def __init__(self, jobs: int):
         self.jobs, self.pending, self.lock = jobs, 0, threading.Lock()
         self.pool = ThreadPoolExecutor(jobs)
-        self.queued = threading.Event()  # set once the first cells are all submitted: no cell counts its sharers before
 
-    def start(self) -> None:
-        self.queued.set()
-
-    def submit(self, label: str, cell, *cell_args) -> Future:
+    def submit(self, batch: list[tuple]) -> list[Future]:
+        """Queue ``(label, cell, *cell_args)`` for each entry of ``batch``; their futures."""
         with self.lock:
-            self.pending += 1
-        return self.pool.submit(self._run, label, cell, *cell_args)
+            self.pending += len(batch)
+            return [self.pool.submit(self._run, *entry) for entry in batch]
+
+    def threads(self) -> int | None:
+        """``OMP_NUM_THREADS`` for a process starting now (None: one cell at a time, the process's default)."""
+        if self.jobs == 1:
+            return None
+        with self.lock:
+            return max(1, (os.cpu_count() or 1) // min(self.jobs, self.pending))
 
     def _run(self, label: str, cell, *cell_args) -> dict:
-        self.queued.wait()
-        with self.lock:
-            sharing = min(self.jobs, self.pending)
-        CHILD.threads = max(1, (os.cpu_count() or 1) // sharing) if self.jobs > 1 else None
-        print(label + (f" ({CHILD.threads} thread(s))" if CHILD.threads else ""), flush=True)
+        CHILD.cells = self
+        print(label, flush=True)
         try:
             return cell(*cell_args)
         finally:
@@ -320,12 +322,18 @@ def cpu_seconds_of_children() -> float:
 
 
 def summarise(cells: list[dict]) -> dict:
-    """Mean and (over several seeds) sample standard deviation of every column."""
+    """Mean and (over several seeds) sample standard deviation of every column, and the threads the adapt and
+    sample processes had (``1-2``: they differed between seeds; the wall figures depend on them)."""
     summary = {}
     for column in COLUMNS:
         values = [c[column] for c in cells if c.get(column) is not None]
         if values:
             summary[column] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None, "n": len(values)}
+    summary["threads"] = {}
+    for process in ("adapt", "sample"):
+        counts = sorted({c[f"{process}-threads"] for c in cells if c.get(f"{process}-threads") is not None})
+        if counts:
+            summary["threads"][process] = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     return summary
 
 
@@ -339,8 +347,8 @@ def markdown(table: dict, settings: dict) -> str:
         f"(cached cells cost nothing), {settings['jobs']} cell(s) at a time, "
         f"1-min load average {settings['load-average']:.1f} at the end."),
         "",
-        "| target | method | " + " | ".join(COLUMNS) + " |",
-        "|---" * (len(COLUMNS) + 2) + "|",
+        "| target | method | " + " | ".join(COLUMNS) + " | threads (adapt/sample) |",
+        "|---" * (len(COLUMNS) + 3) + "|",
     ]
     for target, rows in table.items():
         for method, summary in rows.items():
@@ -355,6 +363,8 @@ def markdown(table: dict, settings: dict) -> str:
                 if entry["std"] is not None:
                     text += f" ± {entry['std']:.{digits}f}"
                 cells.append(text)
+            threads = summary["threads"]
+            cells.append("/".join(threads.get(process, "–") for process in ("adapt", "sample")) if threads else "")
             lines.append(f"| {target} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -365,22 +375,20 @@ def fill_table(cells: Cells, work: Path, plan: Plan) -> dict:
     adapted = [m for m in plan.methods if m != DISTILLED]
     rows: dict = {target: {} for target in plan.targets}
 
-    def submit(target: str, row: str, label: str, cell, *cell_args) -> None:
-        rows[target].setdefault(row, []).append(cells.submit(f"{target} / {label}", cell, *cell_args))
+    def submit(batch: list[tuple]) -> None:
+        """Queue ``(target, row, label, cell, *cell_args)`` entries together."""
+        futures = cells.submit([(f"{target} / {label}", cell, *cell_args) for target, _, label, cell, *cell_args in batch])
+        for (target, row, *_), future in zip(batch, futures):
+            rows[target].setdefault(row, []).append(future)
 
-    for target in plan.targets:
-        for anchor in plan.anchors:
-            submit(target, anchor, anchor, anchor_cell, work, target, anchor, plan)
-    for seed in plan.seeds:
-        for target in plan.targets:
-            for method in adapted:
-                submit(target, method, f"{method} / seed {seed}", method_cell, work, target, method, seed, plan)
-    cells.start()
+    submit([(target, anchor, anchor, anchor_cell, work, target, anchor, plan) for target in plan.targets for anchor in plan.anchors]
+           + [(target, method, f"{method} / seed {seed}", method_cell, work, target, method, seed, plan)
+              for seed in plan.seeds for target in plan.targets for method in adapted])
     if DISTILLED in plan.methods:
         for target in plan.targets:
             teacher = best_method({m: summarise([f.result() for f in rows[target][m]]) for m in adapted}, plan.methods)
-            for seed in plan.seeds:
-                submit(target, f"{DISTILLED} (from {teacher})", f"{DISTILLED} from {teacher} / seed {seed}", distilled_cell, work, target, teacher, seed, plan)
+            row = f"{DISTILLED} (from {teacher})"
+            submit([(target, row, f"{DISTILLED} from {teacher} / seed {seed}", distilled_cell, work, target, teacher, seed, plan) for seed in plan.seeds])
     return {target: {row: [f.result() for f in futures] for row, futures in target_rows.items()} for target, target_rows in rows.items()}
 
 
@@ -418,7 +426,6 @@ def main() -> None:
         try:
             raw = fill_table(cells, work, plan)
         except BaseException:  # a failed cell or Ctrl-C: the queued cells are dropped, not run
-            cells.start()
             cells.pool.shutdown(cancel_futures=True)
             raise
     table = {target: {row: summarise(cells) for row, cells in target_rows.items()} for target, target_rows in raw.items()}
