@@ -4,8 +4,8 @@ Cases (DESIGN.md: speed is measured inside the process from a loaded model; whol
 - ``train``: every method registered in ``tenshot.methods.METHODS`` when this runs, with its default options,
   set up on the target shots as ``tenshot adapt`` does (``method.setup``), then trained by the real
   :class:`tenshot.train.loop.Trainer`: Accelerate, the method's losses (and phases), backward, gradient clip,
-  AdamW, EMA update, data stream; adapt's defaults (batch 8, mixed precision ``auto``), no previews or
-  checkpoints. Wall seconds per optimiser step come from the trainer's own ``log.jsonl`` (logged every
+  AdamW, EMA update, data stream; the defaults of ``adapt`` (of ``distill`` for GDD), the method's own batch
+  unless ``--batch-size`` is given, mixed precision ``auto``, no previews or checkpoints. Wall seconds per optimiser step come from the trainer's own ``log.jsonl`` (logged every
   step); the first ``--warmup`` steps are dropped; the table gives the median and the minimum (the figure
   least disturbed by other processes on a shared machine), and the CPU seconds of the process per step
   over the whole loop (all threads; warm-up included), which other load disturbs less than wall time.
@@ -101,7 +101,6 @@ def load_case_model(size: int):
 def run_train_case(case: dict) -> dict:
     import tempfile
 
-    from tenshot.config import adapt_train_defaults
     from tenshot.data import load_domain
     from tenshot.data.images import to_tensor
     from tenshot.methods import build_method
@@ -115,9 +114,9 @@ def run_train_case(case: dict) -> dict:
 
         method.source_images = to_tensor(load_source_images(SOURCE_DATA, model_name, model, method.needs_source_images))
     method.setup(to_tensor(shots))
-    train = adapt_train_defaults(case["method"])  # the method's own settings (CRDI: no gradient clip)
+    train = train_defaults(case["method"])
     train.steps = case["warmup"] + case["steps"]
-    train.batch_size = case["batch"]
+    train.batch_size = case["batch"] or train.batch_size
     train.log_every, train.preview_count = 1, 0
     train.checkpoint_every = train.steps + 1
     with tempfile.TemporaryDirectory(prefix="tenshot-speed-") as folder:
@@ -132,6 +131,7 @@ def run_train_case(case: dict) -> dict:
     per_step = [b - a for a, b in itertools.pairwise(ends)][case["warmup"] :]
     return {
         "model": model_name,
+        "batch": train.batch_size,
         "precision": resolve_mixed_precision(train.mixed_precision),
         "device": str(trainer.accelerator.device),
         "median_s": round(statistics.median(per_step), 4),
@@ -141,6 +141,15 @@ def run_train_case(case: dict) -> dict:
         "timed_steps": len(per_step),
         "setup_rss_mib": mib(setup_rss),
     }
+
+
+def train_defaults(name: str):
+    """The training defaults of the command that trains method ``name``: distill's for the distilled method (GDD),
+    adapt's with the method's own overrides (CRDI: batch 10, no gradient clip) for the others."""
+    from tenshot.config import DistillConfig, adapt_train_defaults
+
+    distill = DistillConfig()
+    return distill.train if name == distill.method else adapt_train_defaults(name)
 
 
 def overrides_sample(name: str) -> bool:
@@ -265,44 +274,52 @@ def label(case: dict) -> str:
 
 
 def markdown(results: list[dict], header: dict) -> str:
+    on_cuda = any("cuda_peak_allocated_mib" in r for r in results)
+
+    def cuda_column(r: dict | None = None) -> str:
+        """The CUDA peak-allocated column, on a GPU run only (``None``: its header)."""
+        if not on_cuda:
+            return ""
+        return " CUDA peak MiB |" if r is None else f" {r['cuda_peak_allocated_mib']:.0f} |" if "cuda_peak_allocated_mib" in r else " |"
+
     lines = [
         "# Speed and memory",
         "",
         (
-            f"{header['processor']}, {header['cpu_count']} cores, torch {header['torch']}, "
+            f"{header['processor']}, {header['cpu_count']} cores, {header['cuda'] + ', ' if header.get('cuda') else ''}torch {header['torch']}, "
             f"1-min load average {header['load_average_before']} before and {header['load_average_after']} after "
             "(other processes on the cores slow the wall times; CPU seconds less so). Written by `bench/speed.py`; "
             "peak RSS is each case's own process (Python and torch included), setup RSS the same process before the timed work."
         ),
         "",
-        "## Training: one optimiser step (the Trainer, adapt's defaults)",
+        "## Training: one optimiser step (the Trainer, the defaults of adapt, or of distill for GDD)",
         "",
-        "| size | model | method | batch | precision | median s/step | min s/step | CPU s/step | setup RSS MiB | peak RSS MiB | process s |",
-        "|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| size | model | method | batch | precision | median s/step | min s/step | CPU s/step | setup RSS MiB | peak RSS MiB | process s |" + cuda_column(),
+        "|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if on_cuda else ""),
     ]
     for r in results:
         if r["kind"] != "train":
             continue
         if "error" in r:
-            lines.append(f"| {r['size']} | {MODELS[r['size']]} | {r['method']} | {r['batch']} | | error: {r['error']} | | | | | {r['process_s']} |")
+            lines.append(f"| {r['size']} | {MODELS[r['size']]} | {r['method']} | {r['batch']} | | error: {r['error']} | | | | | {r['process_s']} |" + cuda_column(r))
             continue
         lines.append(f"| {r['size']} | {r['model']} | {r['method']} | {r['batch']} | {r['precision']} | {r['median_s']:.3f} | {r['min_s']:.3f} | "
-                     f"{r['cpu_s_per_step']:.3f} | {r['setup_rss_mib']:.0f} | {r['peak_rss_mib']:.0f} | {r['process_s']:.0f} |")
+                     f"{r['cpu_s_per_step']:.3f} | {r['setup_rss_mib']:.0f} | {r['peak_rss_mib']:.0f} | {r['process_s']:.0f} |" + cuda_column(r))
     lines += [
         "",
         "## Sampling",
         "",
-        "| size | model | sampler | steps | UNet evaluations per image | images per call | images/s | s/image | setup RSS MiB | peak RSS MiB | process s |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| size | model | sampler | steps | UNet evaluations per image | images per call | images/s | s/image | setup RSS MiB | peak RSS MiB | process s |" + cuda_column(),
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if on_cuda else ""),
     ]
     for r in results:
         if r["kind"] != "sample":
             continue
         if "error" in r:
-            lines.append(f"| {r['size']} | {MODELS[r['size']]} | {label(r)} | {r['steps']} | | {r['batch']} | error: {r['error']} | | | | {r['process_s']} |")
+            lines.append(f"| {r['size']} | {MODELS[r['size']]} | {label(r)} | {r['steps']} | | {r['batch']} | error: {r['error']} | | | | {r['process_s']} |" + cuda_column(r))
             continue
         lines.append(f"| {r['size']} | {r['model']} | {label(r)} | {r['steps']} | {r['evaluations_per_image']:g} | {r['images']} | {r['images_per_s']:.2f} | {r['s_per_image']:.3f} | "
-                     f"{r['setup_rss_mib']:.0f} | {r['peak_rss_mib']:.0f} | {r['process_s']:.0f} |")
+                     f"{r['setup_rss_mib']:.0f} | {r['peak_rss_mib']:.0f} | {r['process_s']:.0f} |" + cuda_column(r))
     return "\n".join(lines) + "\n"
 
 
@@ -314,7 +331,7 @@ def main() -> None:
     parser.add_argument("--methods", default="", help="Comma list (default: every registered method).")
     parser.add_argument("--samplers", default="ddim,ddpm")
     parser.add_argument("--target", default=TARGET, help="Shots each method is set up and trained on.")
-    parser.add_argument("--batch-size", type=int, default=8, help="Training batch (adapt's default).")
+    parser.add_argument("--batch-size", type=int, help="Training batch (default: each method's own, as adapt or distill sets it).")
     parser.add_argument("--warmup", type=int, default=3, help="Untimed training steps first.")
     parser.add_argument("--steps", type=int, default=20, help="Timed training steps per method.")
     parser.add_argument("--sample-steps", type=int, default=25)
