@@ -5,8 +5,8 @@ Cases (DESIGN.md: speed is measured inside the process from a loaded model; whol
   set up on the target shots as ``tenshot adapt`` does (``method.setup``), then trained by the real
   :class:`tenshot.train.loop.Trainer`: Accelerate, the method's losses (and phases), backward, gradient clip,
   AdamW, EMA update, data stream; the defaults of ``adapt`` (of ``distill`` for GDD), the method's own batch
-  unless ``--batch-size`` is given, mixed precision ``auto``, no previews or checkpoints. Wall seconds per optimiser step come from the trainer's own ``log.jsonl`` (logged every
-  step); the first ``--warmup`` steps are dropped; the table gives the median and the minimum (the figure
+  unless ``--batch-size`` is given, mixed precision ``auto``, no previews or checkpoints. Wall seconds per
+  optimiser step come from the trainer's own ``log.jsonl`` (logged every step); the first ``--warmup`` steps are dropped; the table gives the median and the minimum (the figure
   least disturbed by other processes on a shared machine), and the CPU seconds of the process per step
   over the whole loop (all threads; warm-up included), which other load disturbs less than wall time.
 - ``sample``: images per second of DDIM and of ancestral DDPM at 25 steps through the plain UNet (what
@@ -301,7 +301,7 @@ def markdown(results: list[dict], header: dict) -> str:
         if r["kind"] != "train":
             continue
         if "error" in r:
-            lines.append(f"| {r['size']} | {MODELS[r['size']]} | {r['method']} | {r['batch']} | | error: {r['error']} | | | | | {r['process_s']} |" + cuda_column(r))
+            lines.append(f"| {r['size']} | {MODELS[r['size']]} | {r['method']} | {r['batch'] or 'default'} | | error: {r['error']} | | | | | {r['process_s']} |" + cuda_column(r))
             continue
         lines.append(f"| {r['size']} | {r['model']} | {r['method']} | {r['batch']} | {r['precision']} | {r['median_s']:.3f} | {r['min_s']:.3f} | "
                      f"{r['cpu_s_per_step']:.3f} | {r['setup_rss_mib']:.0f} | {r['peak_rss_mib']:.0f} | {r['process_s']:.0f} |" + cuda_column(r))
