@@ -6,9 +6,9 @@ Cases (DESIGN.md: speed is measured inside the process from a loaded model; whol
   :class:`tenshot.train.loop.Trainer`: Accelerate, the method's losses (and phases), backward, gradient clip,
   AdamW, EMA update, data stream; the defaults of ``adapt`` (of ``distill`` for GDD), the method's own batch
   unless ``--batch-size`` is given, mixed precision ``auto``, no previews or checkpoints. Wall seconds per
-  optimiser step come from the trainer's own ``log.jsonl`` (logged every step); the first ``--warmup`` steps are dropped; the table gives the median and the minimum (the figure
-  least disturbed by other processes on a shared machine), and the CPU seconds of the process per step
-  over the whole loop (all threads; warm-up included), which other load disturbs less than wall time.
+  optimiser step come from the trainer's own ``log.jsonl`` (logged every step); the first ``--warmup`` steps
+  are dropped; the table gives the median and the minimum (the figure least disturbed by other processes on a
+  shared machine), and the CPU seconds of the process per step over the whole loop (all threads; warm-up included), which other load disturbs less than wall time.
 - ``sample``: images per second of DDIM and of ancestral DDPM at 25 steps through the plain UNet (what
   ``tenshot sample`` does for a fine-tuned run: ``tenshot.api.generate``), and of each method's own
   ``sample()`` where a method overrides it (CRDI's guidance, GDD's one-step generator, ...), after one
