@@ -23,7 +23,7 @@ contended wall seconds (CPU seconds, and the threads each process had, are recor
 ``make bench`` runs the full table (3 seeds, 1,000 samples of 25 DDIM steps, every method at its default
 budget: hours on 2 CPU cores). ``--quick`` checks the whole pipeline in under 30 minutes on 2 cores: one
 target (openmoji), one seed, 200 samples per cell of ``QUICK_SAMPLE_STEPS`` DDIM steps (also GDD's teacher
-samples), a 50-step oracle (the full table's trains 3,000 steps at batch 32), a quarter of each method's
+samples), a 50-step oracle (the full table's trains 1,500 steps at batch 32), a quarter of each method's
 default budget (``QUICK_FRACTION``: adaptation steps, phasic's stage-2 steps), an eighth of GDD's (steps and
 teacher samples) and two cells at a time. The defaults alone add up to about 23 minutes of adaptation and
 30 of distillation on 2 cores, and 200 samples of 25 steps take 3 minutes per cell, which leaves no room in
@@ -66,7 +66,7 @@ DISTILLED = "gdd"
 ANCHORS = ("source", "oracle", "shots")
 COLUMNS = ("fid-el0", "kid-el0", "intra-lpips-el0", "near-copy-share", "swd", "adapt-seconds", "adapt-cpu-seconds", "adapt-peak-gb", "sample-img-per-s")
 ORACLE_FLAGS = ["--batch-size", "32", "--lr", "2e-4", "--checkpoint-every", "250", "--preview-count", "0"]
-ORACLE_STEPS, QUICK_ORACLE_STEPS = 3000, 50
+ORACLE_STEPS, QUICK_ORACLE_STEPS = 1500, 50  # 48,000 images: 24 epochs of openmoji train, 54 of emojione
 SAMPLE_STEPS, QUICK_SAMPLE_STEPS = 25, 10
 SAMPLE_BATCH = 16  # 200 images of noto-32 on 2 cores: 179 s at batch 8, 150 at 16, 164 at 32, 196 at 100 (same images)
 QUICK_FRACTION = 1 / 4
@@ -241,10 +241,11 @@ def anchor_cell(work: Path, target: str, anchor: str, plan: Plan) -> dict:
 
 
 def trained_oracle(oracle: Path, argv: list[str]) -> dict:
-    """Train the oracle into ``oracle`` (a folder named by a hash of ``argv``) once. 3,000 steps of batch 32 outlast
-    a 3-hour session on 2 cores, so an interrupted oracle resumes from its last checkpoint; its ``seconds`` are
-    then the training loop's own over every part (the trainer's clock goes on across a resume), its CPU seconds
-    (the killed parts took theirs with them) unknown and its peak memory the last part's."""
+    """Train the oracle into ``oracle`` (a folder named by a hash of ``argv``) once. 1,500 steps of batch 32 take
+    about 2 hours of 2 cores (4.6 s a step), longer beside other cells, so an interrupted oracle resumes from its
+    last checkpoint; its ``seconds`` are then the training loop's own over every part (the trainer's clock goes on
+    across a resume), its CPU seconds (the killed parts took theirs with them) unknown and its peak memory the last
+    part's."""
     done = oracle / "timing.json"
     if not done.is_file():
         resume = any((oracle / "checkpoints").glob("step-*"))
