@@ -336,6 +336,19 @@ def test_sample_k_of_seed_s_is_independent_of_batch_size(tiny_model, sampler, et
     assert len({sample_seed(5, k) for k in range(100)}) == 100
 
 
+def test_sampling_calls_default_to_16_images_on_a_cpu(tiny_model, monkeypatch):
+    from tenshot.api import default_sample_batch, generate
+    from tenshot.methods.finetune import FineTune
+
+    method, calls = FineTune(tiny_model).eval(), []
+    sample = method.sample
+    monkeypatch.setattr(method, "sample", lambda noise, **kwargs: calls.append(len(noise)) or sample(noise, **kwargs))
+    images = generate(method, 20, steps=2, seed=1)
+    assert calls == [16, 4]
+    assert np.abs(images.astype(int) - generate(method, 20, steps=2, seed=1, batch_size=7)).max() <= 1  # same noise; float sums may round apart
+    assert default_sample_batch("cuda") == 64
+
+
 def test_identity_guidance_changes_nothing_and_callback_replaces_x(tiny_model):
     denoiser = tiny_model.denoiser()
     timesteps = tiny_model.schedule.timesteps(5)

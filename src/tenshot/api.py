@@ -251,9 +251,17 @@ def _initialise(method, initialisation, source: np.ndarray, config: AdaptConfig,
     return RunResult(run=out, model=out / "model", steps=done.steps, seconds=done.seconds, final_losses=done.final_losses)
 
 
-def generate(method, n: int, *, steps: int = 25, sampler: str = "ddim", eta: float = 0.0, seed: int = 0, batch_size: int = 64, start: int = 0, progress: bool = False) -> np.ndarray:
-    """``n`` images as uint8 ``(n, H, W, 3)`` from ``method.sample`` (:func:`tenshot.methods.load_for_sampling`);
-    image k uses seed ``(seed, start + k)`` whatever ``batch_size``."""
+def default_sample_batch(device) -> int:
+    """Images per sampling call when none is given: 16 on a CPU, where larger calls fall out of cache (200 images
+    of ``noto-32`` at 25 DDIM steps on 2 cores: 179 s at 8, 150 s at 16, 164 s at 32, 196 s at 100), 64 on an
+    accelerator."""
+    return 16 if torch.device(device).type == "cpu" else 64
+
+
+def generate(method, n: int, *, steps: int = 25, sampler: str = "ddim", eta: float = 0.0, seed: int = 0, batch_size: int | None = None, start: int = 0, progress: bool = False) -> np.ndarray:
+    """``n`` images as uint8 ``(n, H, W, 3)`` from ``method.sample`` (:func:`tenshot.methods.load_for_sampling`),
+    ``batch_size`` at a time (default :func:`default_sample_batch`); image k uses seed ``(seed, start + k)``
+    whatever ``batch_size``."""
     from tqdm.auto import tqdm
 
     from .data.images import to_uint8
@@ -261,6 +269,8 @@ def generate(method, n: int, *, steps: int = 25, sampler: str = "ddim", eta: flo
 
     size = method.model.size
     device = next(method.model.unet.parameters()).device
+    if batch_size is None:
+        batch_size = default_sample_batch(device)
     chunks = []
     with tqdm(total=n, disable=not progress, desc="sample", unit="img", dynamic_ncols=True) as bar:
         for first in range(0, n, batch_size):

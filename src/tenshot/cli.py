@@ -213,7 +213,7 @@ SAMPLE = SampleConfig()
 @click.option("--sampler", type=click.Choice(["ddim", "ddpm"]), default=SAMPLE.sampler, show_default=True)
 @click.option("--eta", type=float, default=SAMPLE.eta, show_default=True, help="DDIM eta (0: deterministic).")
 @click.option("--seed", type=int, default=SAMPLE.seed, show_default=True, help="Image k uses seed (seed, k) at any batch size.")
-@click.option("--batch-size", type=int, default=SAMPLE.batch_size, show_default=True)
+@click.option("--batch-size", type=int, default=None, help="Images per sampling call (default: 16 on a CPU, 64 on an accelerator); image k's noise does not depend on it.")
 @click.option("--out", required=True, help="Folder for 000000.png, ...; the grid goes to OUT.png.")
 def sample(model, **values):
     """Draw images from MODEL (run folder, diffusers folder, asset name or hub id)."""

@@ -193,10 +193,10 @@ class SampleConfig:
     sampler: str = "ddim"
     eta: float = 0.0
     seed: int = 0
-    batch_size: int = 64
+    batch_size: int | None = None  # None: api.default_sample_batch of the model's device
 
     def validate(self) -> None:
-        if self.n < 1 or self.steps < 1 or self.batch_size < 1:
+        if self.n < 1 or self.steps < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise TenshotError("n, steps and batch-size must be at least 1")
         if self.sampler not in ("ddim", "ddpm"):
             raise TenshotError(f"sampler must be ddim or ddpm, got {self.sampler!r}")

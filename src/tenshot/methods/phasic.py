@@ -69,10 +69,9 @@ The EMA covers the UNet and the fusion: the run's ``model/`` holds the UNet, ``m
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..diffusion.samplers import randn
 from ..diffusion.schedule import Prediction, cosine_schedule
