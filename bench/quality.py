@@ -14,11 +14,12 @@ time is the distillation's alone. Three anchors sit on the same table:
 
 Cells are cached: a cell whose ``cell.json`` exists and records the same recipe is read back, so an
 interrupted benchmark continues where it stopped, and a subset (``--seeds 0``) run first is reused by the
-whole table. The recipe is the training command with its budget spelled out (``budget_flags``: a changed
-default redoes the cell), the sampling flags and, for GDD, the teacher cell's recipe; a change of code or of
-a method option's default needs a fresh ``--work``. ``--jobs 2`` runs two cells at a time, one thread each
-while both run (``Cells``): more throughput on 2 cores than one cell on two threads, at the price of
-contended wall seconds (CPU seconds, and the threads each process had, are recorded beside them).
+whole table; within a cell, a finished training or sampling stage is kept too (``stage``). The recipe is the
+training command with its budget spelled out (``budget_flags``: a changed default redoes the cell), the
+sampling flags and, for GDD, the teacher cell's recipe; a change of code or of a method option's default needs
+a fresh ``--work``. ``--jobs 2`` runs two cells at a time, one thread each while both run (``Cells``): more
+throughput on 2 cores than one cell on two threads, at the price of contended wall seconds (CPU seconds, and
+the threads each process had, are recorded beside them).
 
 ``make bench`` runs the full table (3 seeds, 1,000 samples of 25 DDIM steps, every method at its default
 budget: hours on 2 CPU cores). ``--quick`` checks the whole pipeline in under 30 minutes on 2 cores: one
@@ -71,6 +72,7 @@ SAMPLE_STEPS, QUICK_SAMPLE_STEPS = 25, 10
 SAMPLE_BATCH = 16  # 200 images of noto-32 on 2 cores: 179 s at batch 8, 150 at 16, 164 at 32, 196 at 100 (same images)
 QUICK_FRACTION = 1 / 4
 QUICK_DISTILL_FRACTION = 1 / 8  # GDD distils the best method, so it runs alone after all of them
+TRAINED, SAMPLED = "trained.json", "sampled.json"  # a cell's finished stages (``stage``)
 SOURCE_LOCK = threading.Lock()
 CHILD = threading.local()  # .cells: the Cells whose worker this thread is, which shares the cores among its processes
 
@@ -153,11 +155,28 @@ def trained_cell(cell: Path, argv: list[str], target: str, seed: int, plan: Plan
     result = cached(cell, command)
     if result is not None:
         return result
-    shutil.rmtree(cell / "run", ignore_errors=True)
-    trained = run(argv, cell / f"{argv[1]}.log")
-    sampled = sample(str(cell / "run"), cell, plan, seed)
+
+    def train() -> dict:
+        shutil.rmtree(cell / "run", ignore_errors=True)
+        (cell / SAMPLED).unlink(missing_ok=True)
+        return run(argv, cell / f"{argv[1]}.log")
+
+    trained = stage(cell / TRAINED, command, train)
+    sampled = stage(cell / SAMPLED, command, lambda: sample(str(cell / "run"), cell, plan, seed))
     metrics = evaluate(cell / "samples", target, cell / "metrics.json")
     return store(cell, {**metrics, **adapt_figures(trained), **sampled, "command": command})
+
+
+def stage(done: Path, command: str, work) -> dict:
+    """The figures of ``work()``, one stage of the cell that ``command`` makes, kept in ``done``: a cell stopped
+    after its training (the session ended while it sampled) samples again from the finished run."""
+    if done.is_file():
+        record = json.loads(done.read_text())
+        if record.pop("command", None) == command:
+            return record
+    figures = work()
+    write_json(done, {**figures, "command": command})
+    return figures
 
 
 def adapt_figures(timing: dict) -> dict:
@@ -181,8 +200,15 @@ def cached(cell: Path, command: str) -> dict | None:
 
 def store(cell: Path, result: dict) -> dict:
     """Write ``cell/cell.json``."""
-    (cell / "cell.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(cell / "cell.json", result)
     return result
+
+
+def write_json(path: Path, record: dict) -> None:
+    """Write ``record`` to ``path`` whole or not at all (a killed benchmark leaves no half file to read back)."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(record, indent=2) + "\n")
+    partial.replace(path)
 
 
 def budget_flags(command: str, method: str, quick: bool) -> list[str]:
@@ -233,7 +259,7 @@ def anchor_cell(work: Path, target: str, anchor: str, plan: Plan) -> dict:
         samples = work / "source" / "samples"
     elif anchor == "oracle":
         oracle = work / "oracles" / f"{target}-{hashlib.sha256(oracle_command.encode()).hexdigest()[:12]}"
-        extra = {**adapt_figures(trained_oracle(oracle, oracle_argv)), **sample(str(oracle), cell, plan, 0)}
+        extra = {**adapt_figures(trained_oracle(oracle, oracle_argv)), **stage(cell / SAMPLED, command, lambda: sample(str(oracle), cell, plan, 0))}
     else:
         repeat_shots(target, samples, plan.n)
     metrics = evaluate(samples, target, cell / "metrics.json")
@@ -255,7 +281,7 @@ def trained_oracle(oracle: Path, argv: list[str]) -> dict:
         if resume:
             last = (oracle / "log.jsonl").read_text().splitlines()[-1]
             timing |= {"seconds": json.loads(last)["seconds"], "cpu-seconds": None}
-        done.write_text(json.dumps(timing) + "\n")
+        write_json(done, timing)
     return json.loads(done.read_text())
 
 
@@ -267,7 +293,7 @@ def source_samples(work: Path, plan: Plan) -> dict:
         if not done.is_file() or json.loads(done.read_text()).get("flags") != flags:
             shutil.rmtree(drawn, ignore_errors=True)
             sampled = sample(SOURCE, drawn, plan, 0)
-            done.write_text(json.dumps({**sampled, "flags": flags}) + "\n")
+            write_json(done, {**sampled, "flags": flags})
     return {key: value for key, value in json.loads(done.read_text()).items() if key != "flags"}
 
 
