@@ -141,10 +141,9 @@ class DistillConfig:
     ``train.steps`` (None: ``train.ema_beta``).
 
     The defaults fit about 30 minutes at 32 px on 2 CPU cores: 1,000 teacher samples at 25 DDIM steps (half the
-    2,000 of METHODS.md, which take about 18 minutes on noto-32) and 500 GDD-I steps of batch 8. Measured on
-    noto-32 (fp32, a CPU without AMX, one thread): a generator + discriminator step costs as much compute as
-    66 to 87 teacher image-steps (3.7 CPU-s, 7.5 on the R1 steps, against 56 ms), so about 9 minutes of
-    sampling and 12 to 16 of training.
+    2,000 of METHODS.md) and 500 GDD-I steps of batch 8. Measured on noto-32 by ``bench/speed.py`` (fp32, 2
+    cores without AMX): 1.37 teacher images/s, so about 12 minutes of sampling (24 for 2,000), and 2.3 s a
+    step, so about 19 of training.
     """
 
     model: str = "noto-32"
