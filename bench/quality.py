@@ -88,6 +88,7 @@ class Plan:
     anchors: list[str]
     quick: bool
     adapt_flags: list[str]
+    teacher: str | None = None
 
     @property
     def sample_steps(self) -> int:
@@ -413,7 +414,7 @@ def fill_table(cells: Cells, work: Path, plan: Plan) -> dict:
               for seed in plan.seeds for target in plan.targets for method in adapted])
     if DISTILLED in plan.methods:
         for target in plan.targets:
-            teacher = best_method({m: summarise([f.result() for f in rows[target][m]]) for m in adapted}, plan.methods)
+            teacher = plan.teacher or best_method({m: summarise([f.result() for f in rows[target][m]]) for m in adapted}, plan.methods)
             row = f"{DISTILLED} (from {teacher})"
             submit([(target, row, f"{DISTILLED} from {teacher} / seed {seed}", distilled_cell, work, target, teacher, seed, plan) for seed in plan.seeds])
     return {target: {row: [f.result() for f in futures] for row, futures in target_rows.items()} for target, target_rows in rows.items()}
@@ -431,6 +432,9 @@ def main() -> None:
     parser.add_argument("--adapt-flags", default="", help="Extra flags for every adapt, e.g. '--steps 300'.")
     parser.add_argument("--jobs", type=int, help="Cells run at once (default 1, 2 with --quick), sharing the cores (OMP_NUM_THREADS): more "
                         "throughput on a few cores, but then wall seconds are contended (CPU seconds are not).")
+    parser.add_argument("--teacher", choices=[m for m in METHODS if m != DISTILLED],
+                        help="The method GDD distils on every target (default: each target's best adapted method of this invocation); "
+                        "a table run in parts names the teacher its first part chose.")
     parser.add_argument("--name", help="Result files bench/results/NAME.{json,md} (default quality, or quality-quick with --quick).")
     args = parser.parse_args()
     name = args.name or ("quality-quick" if args.quick else "quality")
@@ -443,7 +447,10 @@ def main() -> None:
         anchors=[a for a in args.anchors.split(",") if a],
         quick=args.quick,
         adapt_flags=args.adapt_flags.split(),
+        teacher=args.teacher,
     )
+    if plan.teacher and DISTILLED in plan.methods and plan.teacher not in plan.methods:
+        parser.error(f"--teacher {plan.teacher}: list it in --methods too (GDD distils its runs)")
     jobs = args.jobs or (2 if args.quick else 1)
     work = Path(args.work) / f"n{plan.n}"
     print(f"quality benchmark: {len(plan.seeds)} seed(s), {plan.n} samples per cell, {jobs} cell(s) at a time, work folder {work}; "
