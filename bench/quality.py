@@ -34,7 +34,12 @@ teacher samples) and two cells at a time. The defaults alone add up to about 23 
     .venv/bin/python bench/quality.py --targets openmoji --methods finetune,domainstudio --seeds 0 --n 500
 
 Writes ``bench/results/quality.json`` and ``bench/results/quality.md`` (mean and spread over seeds), or
-``quality-quick.*`` with ``--quick``, so that a check never overwrites the full table.
+``quality-quick.*`` with ``--quick``, so that a check never overwrites the full table. A table longer than the
+machine's sittings (its work folder lost between them) runs in parts, each a seed or a target with its own
+``--name`` and the same ``--teacher``, and ``--combine`` writes the table of their cells:
+
+    .venv/bin/python bench/quality.py --targets openmoji --seeds 1 --anchors '' --teacher finetune --jobs 2 --name quality-openmoji-seed1
+    .venv/bin/python bench/quality.py --combine quality-seed0,quality-openmoji-seed1
 """
 
 from __future__ import annotations
@@ -65,7 +70,8 @@ TARGETS = ("openmoji", "emojione")
 METHODS = ("finetune", "domainstudio", "phasic", "crdi", "gdd")
 DISTILLED = "gdd"
 ANCHORS = ("source", "oracle", "shots")
-COLUMNS = ("fid-el0", "kid-el0", "intra-lpips-el0", "near-copy-share", "swd", "adapt-seconds", "adapt-cpu-seconds", "adapt-peak-gb", "sample-img-per-s")
+COLUMNS = ("fid-el0", "kid-el0", "intra-lpips-el0", "small-clusters", "near-copy-share", "swd", "adapt-seconds", "adapt-cpu-seconds", "adapt-peak-gib",
+           "sample-img-per-s")
 ORACLE_FLAGS = ["--batch-size", "32", "--lr", "2e-4", "--checkpoint-every", "250", "--preview-count", "0"]
 ORACLE_STEPS, QUICK_ORACLE_STEPS = 1500, 50  # 48,000 images: 24 epochs of openmoji train, 54 of emojione
 SAMPLE_STEPS, QUICK_SAMPLE_STEPS = 25, 10
@@ -101,7 +107,7 @@ class Plan:
 
 def run(argv: list[str], log: Path) -> dict[str, float]:
     """Run ``argv`` to completion, its output to ``log``; its wall and CPU seconds (user + system: what a loaded
-    machine changes least) and peak resident memory (GB)."""
+    machine changes least) and peak resident memory (GiB)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     threads = CHILD.cells.threads() if hasattr(CHILD, "cells") else None
@@ -112,7 +118,7 @@ def run(argv: list[str], log: Path) -> dict[str, float]:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed with status {process.returncode}; see {log}")
-    return {"seconds": time.perf_counter() - started, "cpu-seconds": usage.ru_utime + usage.ru_stime, "peak-gb": usage.ru_maxrss / 1024**2,
+    return {"seconds": time.perf_counter() - started, "cpu-seconds": usage.ru_utime + usage.ru_stime, "peak-gib": usage.ru_maxrss / 1024**2,
             "threads": threads or int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))}
 
 
@@ -182,7 +188,7 @@ def stage(done: Path, command: str, work) -> dict:
 
 def adapt_figures(timing: dict) -> dict:
     """The adapt columns of a training process's ``run`` figures."""
-    return {"adapt-seconds": timing["seconds"], "adapt-cpu-seconds": timing["cpu-seconds"], "adapt-peak-gb": timing["peak-gb"], "adapt-threads": timing.get("threads")}
+    return {"adapt-seconds": timing["seconds"], "adapt-cpu-seconds": timing["cpu-seconds"], "adapt-peak-gib": timing["peak-gib"], "adapt-threads": timing.get("threads")}
 
 
 def cached(cell: Path, command: str) -> dict | None:
@@ -350,9 +356,9 @@ def cpu_seconds_of_children() -> float:
 
 
 def summarise(cells: list[dict]) -> dict:
-    """Mean and (over several seeds) sample standard deviation of every column, and the threads the adapt and
-    sample processes had (``1-2``: they differed between seeds; the wall figures depend on them)."""
-    summary = {}
+    """Mean and (over several seeds) sample standard deviation of every column, the runs averaged, and the threads
+    the adapt and sample processes had (``1-2``: they differed between seeds; the wall figures depend on them)."""
+    summary: dict = {"runs": len(cells)}
     for column in COLUMNS:
         values = [c[column] for c in cells if c.get(column) is not None]
         if values:
@@ -365,18 +371,28 @@ def summarise(cells: list[dict]) -> dict:
     return summary
 
 
+def provenance(settings: dict) -> str:
+    """How the table's cells were made: this invocation's cost, or each part's of a ``--combine``d table."""
+    def cost(part: dict) -> str:
+        return (f"{part['wall-seconds'] / 60:.1f} min wall, {part['cpu-seconds'] / 60:.1f} CPU-min (cached cells cost nothing), "
+                f"{part['jobs']} cell(s) at a time, 1-min load average {part['load-average']:.1f} at the end")
+
+    if "parts" not in settings:
+        return f"This invocation: {cost(settings)}."
+    return "Combined from: " + "; ".join(f"`{part['command']}` ({part['date']}, seeds {part['seeds']}: {cost(part)})" for part in settings["parts"]) + "."
+
+
 def markdown(table: dict, settings: dict) -> str:
     lines = [
         (f"EmojiShift at 32 px from `{SOURCE}`: {settings['n']} samples of {settings['sample-steps']} DDIM steps per cell, seeds {settings['seeds']}, "
-        f"{settings['date']}, `{settings['command']}`. Mean ± standard deviation over seeds; EL0 metrics against the "
-        "target's `reference` half, near-copy against its shots. Phasic trains against EL0 features (the metric "
-        "network), and so does GDD's discriminator: their EL0 figures may be flattered; swd is network-free. "
-        f"This invocation: {settings['wall-seconds'] / 60:.1f} min wall, {settings['cpu-seconds'] / 60:.1f} CPU-min "
-        f"(cached cells cost nothing), {settings['jobs']} cell(s) at a time, "
-        f"1-min load average {settings['load-average']:.1f} at the end."),
+         f"{settings['date']}, `{settings['command']}`. Mean ± standard deviation over the runs of each row (anchors run once, at seed "
+         "0); EL0 metrics against the target's `reference` half, near-copy against its shots. GDD distils the runs of one adapted "
+         "method (the row names it): the lowest mean fid-el0 of the table, unless `--teacher` named it. Phasic trains against EL0 "
+         "features (the metric network), and so does GDD's discriminator: their EL0 figures may be flattered; swd is network-free. "
+         f"{provenance(settings)}"),
         "",
-        "| target | method | " + " | ".join(COLUMNS) + " | threads (adapt/sample) |",
-        "|---" * (len(COLUMNS) + 3) + "|",
+        "| target | method | runs | " + " | ".join(COLUMNS) + " | threads (adapt/sample) |",
+        "|---" * (len(COLUMNS) + 4) + "|",
     ]
     for target, rows in table.items():
         for method, summary in rows.items():
@@ -386,15 +402,49 @@ def markdown(table: dict, settings: dict) -> str:
                 if entry is None:
                     cells.append("")
                     continue
-                digits = 4 if column.startswith("kid") or column == "near-copy-share" else 2
+                digits = 4 if column.startswith("kid") or column == "near-copy-share" else 0 if column == "small-clusters" else 2
                 text = f"{entry['mean']:.{digits}f}"
                 if entry["std"] is not None:
                     text += f" ± {entry['std']:.{digits}f}"
                 cells.append(text)
             threads = summary["threads"]
             cells.append("/".join(threads.get(process, "–") for process in ("adapt", "sample")) if threads else "")
-            lines.append(f"| {target} | {method} | " + " | ".join(cells) + " |")
+            lines.append(f"| {target} | {method} | {summary['runs']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def cell_seed(command: str) -> int | None:
+    """The seed a cell's recipe names (its first ``--seed``); None for the repeated shots, which have none."""
+    words = command.split()
+    return int(words[words.index("--seed") + 1]) if "--seed" in words else None
+
+
+def combine(names: list[str]) -> tuple[dict, list[dict]]:
+    """The cells of the earlier results ``bench/results/NAME.json`` of ``names``, each target, row and seed once (a
+    cell in several files is the same cell if the same recipe made it), and the settings of each file; files of
+    other samples (count, DDIM steps, source model) than the first's are refused."""
+    raw: dict = {}
+    parts: list[dict] = []
+    for name in names:
+        path = RESULTS / f"{name}.json"
+        if not path.is_file():
+            raise SystemExit(f"--combine: {path} does not exist")
+        result = json.loads(path.read_text())
+        settings = result["settings"]
+        for key in ("source", "n", "sample-steps"):
+            if parts and settings[key] != parts[0][key]:
+                raise SystemExit(f"--combine: {path} has {key} {settings[key]}, {names[0]} has {parts[0][key]}: not one table")
+        parts += settings.get("parts", [settings])
+        for target, rows in result["cells"].items():
+            for row, cells in rows.items():
+                kept = raw.setdefault(target, {}).setdefault(row, {})
+                for cell in cells:
+                    seed = cell_seed(cell["command"])
+                    if seed in kept and kept[seed]["command"] != cell["command"]:
+                        raise SystemExit(f"--combine: {target} / {row} at seed {seed} was made by two recipes, "
+                                         f"`{kept[seed]['command']}` and `{cell['command']}`")
+                    kept.setdefault(seed, cell)
+    return {target: {row: list(cells.values()) for row, cells in rows.items()} for target, rows in raw.items()}, parts
 
 
 def fill_table(cells: Cells, work: Path, plan: Plan) -> dict:
@@ -420,29 +470,17 @@ def fill_table(cells: Cells, work: Path, plan: Plan) -> dict:
     return {target: {row: [f.result() for f in futures] for row, futures in target_rows.items()} for target, target_rows in rows.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="openmoji only, one seed, 200 samples of 10 DDIM steps per cell, a 50-step oracle, a quarter of each method's budget (GDD: an eighth), 2 jobs.")
-    parser.add_argument("--targets", default=",".join(TARGETS))
-    parser.add_argument("--methods", default=",".join(METHODS), help="Comma list of methods to adapt with.")
-    parser.add_argument("--anchors", default=",".join(ANCHORS), help="Comma list of anchors (empty: none).")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--n", type=int, default=1000, help="Samples per cell.")
-    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "tenshot-bench"), help="Runs, samples and cached cells.")
-    parser.add_argument("--adapt-flags", default="", help="Extra flags for every adapt, e.g. '--steps 300'.")
-    parser.add_argument("--jobs", type=int, help="Cells run at once (default 1, 2 with --quick), sharing the cores (OMP_NUM_THREADS): more "
-                        "throughput on a few cores, but then wall seconds are contended (CPU seconds are not).")
-    parser.add_argument("--teacher", choices=[m for m in METHODS if m != DISTILLED],
-                        help="The method GDD distils on every target (default: each target's best adapted method of this invocation); "
-                        "a table run in parts names the teacher its first part chose.")
-    parser.add_argument("--name", help="Result files bench/results/NAME.{json,md} (default quality, or quality-quick with --quick).")
-    args = parser.parse_args()
-    name = args.name or ("quality-quick" if args.quick else "quality")
-    started = time.perf_counter()
+def parse_plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Plan:
+    """The cells ``args`` ask for; ``--quick`` fixes the targets, seeds and sample count, so naming them beside it is
+    an error rather than ignored."""
+    if args.quick:
+        named = [flag for flag in ("targets", "seeds", "n") if getattr(args, flag) is not None]
+        if named:
+            parser.error(f"--quick runs openmoji, seed 0 and 200 samples: drop --{', --'.join(named)}")
     plan = Plan(
-        n=200 if args.quick else args.n,
-        seeds=[0] if args.quick else [int(s) for s in args.seeds.split(",")],
-        targets=["openmoji"] if args.quick else [t for t in args.targets.split(",") if t],
+        n=200 if args.quick else args.n or 1000,
+        seeds=[0] if args.quick else [int(s) for s in (args.seeds or "0,1,2").split(",")],
+        targets=["openmoji"] if args.quick else [t for t in (args.targets or ",".join(TARGETS)).split(",") if t],
         methods=[m for m in args.methods.split(",") if m],
         anchors=[a for a in args.anchors.split(",") if a],
         quick=args.quick,
@@ -451,8 +489,12 @@ def main() -> None:
     )
     if plan.teacher and DISTILLED in plan.methods and plan.teacher not in plan.methods:
         parser.error(f"--teacher {plan.teacher}: list it in --methods too (GDD distils its runs)")
-    jobs = args.jobs or (2 if args.quick else 1)
-    work = Path(args.work) / f"n{plan.n}"
+    return plan
+
+
+def measure(plan: Plan, jobs: int, work: Path) -> tuple[dict, dict]:
+    """Run (or read back) the cells of ``plan``; their results and the settings that made them."""
+    started = time.perf_counter()
     print(f"quality benchmark: {len(plan.seeds)} seed(s), {plan.n} samples per cell, {jobs} cell(s) at a time, work folder {work}; "
           "the full table takes hours on 2 CPU cores", flush=True)
     cells = Cells(jobs)
@@ -462,17 +504,49 @@ def main() -> None:
         except BaseException:  # a failed cell or Ctrl-C: the queued cells are dropped, not run
             cells.pool.shutdown(cancel_futures=True)
             raise
-    table = {target: {row: summarise(cells) for row, cells in target_rows.items()} for target, target_rows in raw.items()}
-    settings = {"source": SOURCE, "n": plan.n, "seeds": plan.seeds, "sample-steps": plan.sample_steps, "date": time.strftime("%Y-%m-%d"), "command": shlex.join(["python", "bench/quality.py", *sys.argv[1:]]),
-                "adapt-flags": plan.adapt_flags, "cpu-threads": os.cpu_count(), "jobs": jobs,
-                "load-average": os.getloadavg()[0],
+    settings = {"source": SOURCE, "n": plan.n, "seeds": plan.seeds, "sample-steps": plan.sample_steps, "adapt-flags": plan.adapt_flags,
+                "cpu-threads": os.cpu_count(), "jobs": jobs, "load-average": os.getloadavg()[0],
                 # this invocation only: cached cells cost nothing here
                 "wall-seconds": time.perf_counter() - started, "cpu-seconds": cpu_seconds_of_children()}
+    return raw, settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="openmoji only, seed 0, 200 samples of 10 DDIM steps per cell, a 50-step oracle, a quarter of each method's budget (GDD: an eighth), 2 jobs.")
+    parser.add_argument("--targets", help=f"Comma list of EmojiShift targets (default {','.join(TARGETS)}).")
+    parser.add_argument("--methods", default=",".join(METHODS), help="Comma list of methods to adapt with.")
+    parser.add_argument("--anchors", default=",".join(ANCHORS), help="Comma list of anchors (empty: none).")
+    parser.add_argument("--seeds", help="Comma list of seeds (default 0,1,2).")
+    parser.add_argument("--n", type=int, help="Samples per cell (default 1000).")
+    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "tenshot-bench"), help="Runs, samples and cached cells.")
+    parser.add_argument("--adapt-flags", default="", help="Extra flags for every adapt, e.g. '--steps 300'.")
+    parser.add_argument("--jobs", type=int, help="Cells run at once (default 1, 2 with --quick), sharing the cores (OMP_NUM_THREADS): more "
+                        "throughput on a few cores, but then wall seconds are contended (CPU seconds are not).")
+    parser.add_argument("--teacher", choices=[m for m in METHODS if m != DISTILLED],
+                        help="The method GDD distils on every target (default: each target's best adapted method of this invocation); "
+                        "a table run in parts names the teacher its first part chose.")
+    parser.add_argument("--combine", metavar="NAME,...",
+                        help="Run nothing: write the table of the cells of bench/results/NAME.json, for each NAME (the parts of a table "
+                        "run in several invocations, each with its own --name), each cell once.")
+    parser.add_argument("--name", help="Result files bench/results/NAME.{json,md} (default quality, or quality-quick with --quick).")
+    args = parser.parse_args()
+    name = args.name or ("quality-quick" if args.quick else "quality")
+    command = shlex.join(["python", "bench/quality.py", *sys.argv[1:]])
+    if args.combine:
+        if [arg for arg in sys.argv[1:] if arg.startswith("--") and arg.split("=")[0] not in ("--combine", "--name")]:
+            parser.error("--combine takes only --name beside it: it runs nothing")
+        raw, parts = combine([part for part in args.combine.split(",") if part])
+        settings = {key: parts[0][key] for key in ("source", "n", "sample-steps")} | {"seeds": sorted({seed for part in parts for seed in part["seeds"]}), "parts": parts}
+    else:
+        plan = parse_plan(parser, args)
+        raw, settings = measure(plan, args.jobs or (2 if args.quick else 1), Path(args.work) / f"n{plan.n}")
+    settings |= {"date": time.strftime("%Y-%m-%d"), "command": command}
+    table = {target: {row: summarise(cells) for row, cells in target_rows.items()} for target, target_rows in raw.items()}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps({"settings": settings, "table": table, "cells": raw}, indent=2) + "\n")
+    write_json(RESULTS / f"{name}.json", {"settings": settings, "table": table, "cells": raw})
     (RESULTS / f"{name}.md").write_text(markdown(table, settings))
     print(markdown(table, settings))
-
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,84 @@
+"""``bench/quality.py``'s bookkeeping: a table run in parts combines into one (each cell once, conflicting recipes
+refused), its rows average over their runs, and the markdown says how many runs each row has."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from conftest import REPO
+
+spec = importlib.util.spec_from_file_location("quality", REPO / "bench" / "quality.py")
+quality = sys.modules["quality"] = importlib.util.module_from_spec(spec)  # its dataclasses look their module up
+spec.loader.exec_module(quality)
+
+
+def cell(method: str, seed: int, fid: float, steps: int = 300) -> dict:
+    return {"fid-el0": fid, "swd": 30.0 + seed, "adapt-seconds": 400.0, "adapt-threads": 1, "sample-threads": 1,
+            "command": f"adapt --method {method} --seed {seed} --steps {steps}; sample --n 1000 --steps 25 --seed {seed}"}
+
+
+def part(seeds: list[int], cells: dict, n: int = 1000) -> dict:
+    settings = {"source": "noto-32", "n": n, "seeds": seeds, "sample-steps": 25, "date": "2026-12-02", "command": f"python bench/quality.py --seeds {seeds}",
+                "jobs": 2, "wall-seconds": 60.0, "cpu-seconds": 120.0, "load-average": 2.0}
+    return {"settings": settings, "cells": cells}
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    """``bench/results`` in a temporary folder; ``write(name, result)`` stores a part there."""
+    monkeypatch.setattr(quality, "RESULTS", tmp_path)
+
+    def write(name: str, result: dict) -> None:
+        (tmp_path / f"{name}.json").write_text(json.dumps(result))
+
+    return write
+
+
+def test_parts_combine_into_one_table_with_each_cell_once(results):
+    shots = {"fid-el0": 160.0, "command": "shots of emoji:openmoji repeated to 1000"}
+    results("seed0", part([0], {"openmoji": {"shots": [shots], "finetune": [cell("finetune", 0, 70.0)]}}))
+    results("seed1", part([1], {"openmoji": {"finetune": [cell("finetune", 1, 80.0)]}, "emojione": {"finetune": [cell("finetune", 1, 90.0)]}}))
+    results("again", part([0], {"openmoji": {"shots": [shots], "finetune": [cell("finetune", 0, 70.0)]}}))
+
+    raw, parts = quality.combine(["seed0", "seed1", "again"])
+
+    assert [c["fid-el0"] for c in raw["openmoji"]["finetune"]] == [70.0, 80.0]
+    assert len(raw["openmoji"]["shots"]) == 1 and len(raw["emojione"]["finetune"]) == 1
+    assert len(parts) == 3
+    summary = quality.summarise(raw["openmoji"]["finetune"])
+    assert summary["runs"] == 2
+    assert summary["fid-el0"]["mean"] == pytest.approx(75.0) and summary["fid-el0"]["std"] == pytest.approx(50**0.5)
+
+
+def test_combine_refuses_two_recipes_for_one_cell_and_other_sample_counts(results):
+    results("seed0", part([0], {"openmoji": {"finetune": [cell("finetune", 0, 70.0)]}}))
+    results("longer", part([0], {"openmoji": {"finetune": [cell("finetune", 0, 65.0, steps=600)]}}))
+    results("n500", part([1], {"openmoji": {"finetune": [cell("finetune", 1, 80.0)]}}, n=500))
+
+    with pytest.raises(SystemExit, match="two recipes"):
+        quality.combine(["seed0", "longer"])
+    with pytest.raises(SystemExit, match="has n 500"):
+        quality.combine(["seed0", "n500"])
+    with pytest.raises(SystemExit, match="does not exist"):
+        quality.combine(["seed0", "missing"])
+
+
+def test_markdown_gives_each_row_its_runs_and_spread_and_each_part_its_command():
+    table = {"openmoji": {"finetune": quality.summarise([cell("finetune", 0, 70.0), cell("finetune", 1, 80.0)]),
+                          "phasic": quality.summarise([cell("phasic", 0, 90.0)])}}
+    settings = part([0, 1], {})["settings"] | {"parts": [part([0], {})["settings"], part([1], {})["settings"]]}
+
+    text = quality.markdown(table, settings)
+
+    assert "| openmoji | finetune | 2 | 75.00 ± 7.07 |" in text
+    assert "| openmoji | phasic | 1 | 90.00 |" in text
+    assert text.count("python bench/quality.py --seeds [") == 3  # the combined table's command and its two parts'
+
+
+def test_a_cells_seed_is_read_from_its_recipe():
+    assert quality.cell_seed(cell("gdd", 2, 0.0)["command"]) == 2
+    assert quality.cell_seed("shots of emoji:openmoji repeated to 1000") is None
