@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import write_images
 from test_cli import invoke
 from tenshot import api
-from tenshot.config import AdaptConfig, PretrainConfig, ReportConfig, TrainConfig
+from tenshot.config import AdaptConfig, DemoConfig, PretrainConfig, ReportConfig, TrainConfig
 from tenshot.data.images import make_grid, split_grid
 from tenshot.plot import CURVE, HEIGHT, MARGIN_BOTTOM, MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, SCALE, WIDTH, line_plot, linear_ticks, log_ticks, uses_log_scale
 from tenshot.run_report import loss_series, nearest_shots, read_log
@@ -145,6 +145,17 @@ def test_report_prefers_generated_samples_and_tabulates_metrics(adapt_run, tmp_p
     finally:
         shutil.rmtree(generated)
         (run / "metrics.json").unlink()
+
+
+def test_demo_writes_a_report_of_its_generated_samples(pretrain_run, tmp_path, browser):
+    shots = write_images(tmp_path / "shots", 4, 16, seed=7)
+    train = TrainConfig(steps=1, **TRAIN)
+    result = api.demo(DemoConfig(source=str(pretrain_run), target=str(shots), out=str(tmp_path / "demo"), n=3, sample_steps=2, train=train))
+    assert result.report == result.run / "report.html" and len(list(result.samples.glob("*.png"))) == 3
+    images = rendered_images(browser, result.report)
+    assert_all_loaded(images)
+    assert "the first images of generated/" in result.report.read_text()  # written again after sampling
+    assert sum(image["alt"].startswith("sample ") for image in images) == 3
 
 
 def test_report_of_a_folder_that_is_not_a_run_is_one_line(tmp_path):

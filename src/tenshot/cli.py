@@ -346,7 +346,7 @@ REPORT = ReportConfig()
 @click.option("--seed", type=int, default=REPORT.seed, show_default=True, help="Seed when the samples must be drawn.")
 def report(run, metrics, **values):
     """Write RUN/report.html: config, loss curves, training grids, metrics, samples beside their nearest shots.
-    One static file (images embedded) that opens offline; adapt and demo write it too."""
+    One static file (images embedded) that opens offline; pretrain, adapt, distill and demo write it too."""
     from .run_report import write_report  # api.report without api's torch import: a bad RUN fails at once
 
     result = write_report(ReportConfig(run=run, metrics=list(metrics), **values))

@@ -274,7 +274,7 @@ def _summary(run: Path, run_config: dict, records: list[dict]) -> str:
         planned = (run_config.get("train") or {}).get("steps")
         rows.append(("steps", f"{last['step']}" + (f" of {planned}" if planned else "")))
         if "seconds" in last:
-            rows.append(("training time", f"{float(last['seconds']):.0f} s (this session, from log.jsonl)"))
+            rows.append(("training time", f"{float(last['seconds']):.0f} s (the whole run, resumed parts included, from log.jsonl)"))
         rows.append(("last logged losses", ", ".join(f"{k} {_number(v)}" for k, v in last.items() if k not in NOT_LOSSES)))
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     return f"<table>{body}</table>"
