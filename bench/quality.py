@@ -57,6 +57,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -375,7 +376,8 @@ def provenance(settings: dict) -> str:
     """How the table's cells were made: this invocation's cost, or each part's of a ``--combine``d table."""
     def cost(part: dict) -> str:
         return (f"{part['wall-seconds'] / 60:.1f} min wall, {part['cpu-seconds'] / 60:.1f} CPU-min (cached cells cost nothing), "
-                f"{part['jobs']} cell(s) at a time, 1-min load average {part['load-average']:.1f} at the end")
+                f"{part['jobs']} cell(s) at a time, 1-min load average {part['load-average']:.1f} at the "
+                + ("last finished cell: stopped before its end" if part.get("unfinished") else "end"))
 
     if "parts" not in settings:
         return f"This invocation: {cost(settings)}."
@@ -447,17 +449,28 @@ def combine(names: list[str]) -> tuple[dict, list[dict]]:
     return {target: {row: list(cells.values()) for row, cells in rows.items()} for target, rows in raw.items()}, parts
 
 
-def fill_table(cells: Cells, work: Path, plan: Plan) -> dict:
+def fill_table(cells: Cells, work: Path, plan: Plan, progress: Callable[[dict], None]) -> dict:
     """Run (or read back) every cell of ``plan`` on ``cells``: the anchors, the adapted methods seed by seed (an
-    interrupted run has whole tables of its first seeds), then GDD from each target's best method."""
+    interrupted run has whole tables of its first seeds), then GDD from each target's best method. Each time a
+    cell finishes, ``progress`` gets the results of those finished so far."""
     adapted = [m for m in plan.methods if m != DISTILLED]
     rows: dict = {target: {} for target in plan.targets}
+    lock = threading.Lock()
+
+    def finished() -> dict:
+        with lock:
+            done = {target: {row: [f.result() for f in futures if f.done() and not f.cancelled() and f.exception() is None]
+                             for row, futures in target_rows.items()} for target, target_rows in rows.items()}
+        return {target: {row: results for row, results in target_rows.items() if results} for target, target_rows in done.items()}
 
     def submit(batch: list[tuple]) -> None:
         """Queue ``(target, row, label, cell, *cell_args)`` entries together."""
         futures = cells.submit([(f"{target} / {label}", cell, *cell_args) for target, _, label, cell, *cell_args in batch])
-        for (target, row, *_), future in zip(batch, futures):
-            rows[target].setdefault(row, []).append(future)
+        with lock:
+            for (target, row, *_), future in zip(batch, futures):
+                rows[target].setdefault(row, []).append(future)
+        for future in futures:
+            future.add_done_callback(lambda _: progress(finished()))
 
     submit([(target, anchor, anchor, anchor_cell, work, target, anchor, plan) for target in plan.targets for anchor in plan.anchors]
            + [(target, method, f"{method} / seed {seed}", method_cell, work, target, method, seed, plan)
@@ -492,23 +505,34 @@ def parse_plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Pla
     return plan
 
 
-def measure(plan: Plan, jobs: int, work: Path) -> tuple[dict, dict]:
-    """Run (or read back) the cells of ``plan``; their results and the settings that made them."""
+def measure(plan: Plan, jobs: int, work: Path, publish: Callable[[dict, dict], None]) -> tuple[dict, dict]:
+    """Run (or read back) the cells of ``plan``; their results and the settings that made them. Every finished cell
+    is published at once with the others finished so far (settings ``unfinished``), so that a machine that goes
+    away mid-table leaves its finished cells in the result file for ``--combine``."""
     started = time.perf_counter()
     print(f"quality benchmark: {len(plan.seeds)} seed(s), {plan.n} samples per cell, {jobs} cell(s) at a time, work folder {work}; "
           "the full table takes hours on 2 CPU cores", flush=True)
-    cells = Cells(jobs)
-    with cells.pool:
-        try:
-            raw = fill_table(cells, work, plan)
-        except BaseException:  # a failed cell or Ctrl-C: the queued cells are dropped, not run
-            cells.pool.shutdown(cancel_futures=True)
-            raise
-    settings = {"source": SOURCE, "n": plan.n, "seeds": plan.seeds, "sample-steps": plan.sample_steps, "adapt-flags": plan.adapt_flags,
+
+    def settings() -> dict:
+        return {"source": SOURCE, "n": plan.n, "seeds": plan.seeds, "sample-steps": plan.sample_steps, "adapt-flags": plan.adapt_flags,
                 "cpu-threads": os.cpu_count(), "jobs": jobs, "load-average": os.getloadavg()[0],
                 # this invocation only: cached cells cost nothing here
                 "wall-seconds": time.perf_counter() - started, "cpu-seconds": cpu_seconds_of_children()}
-    return raw, settings
+
+    publishing = threading.Lock()
+
+    def progress(raw: dict) -> None:
+        with publishing:
+            publish(raw, settings() | {"unfinished": True})
+
+    cells = Cells(jobs)
+    with cells.pool:
+        try:
+            raw = fill_table(cells, work, plan, progress)
+        except BaseException:  # a failed cell or Ctrl-C: the queued cells are dropped, not run
+            cells.pool.shutdown(cancel_futures=True)
+            raise
+    return raw, settings()
 
 
 def main() -> None:
@@ -533,6 +557,16 @@ def main() -> None:
     args = parser.parse_args()
     name = args.name or ("quality-quick" if args.quick else "quality")
     command = shlex.join(["python", "bench/quality.py", *sys.argv[1:]])
+
+    def publish(raw: dict, settings: dict) -> dict:
+        """Write ``bench/results/NAME.json`` (``settings``, to which it adds the date and command, the summary table
+        and the cells); the table."""
+        settings |= {"date": time.strftime("%Y-%m-%d"), "command": command}
+        table = {target: {row: summarise(cells) for row, cells in target_rows.items()} for target, target_rows in raw.items()}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        write_json(RESULTS / f"{name}.json", {"settings": settings, "table": table, "cells": raw})
+        return table
+
     if args.combine:
         if [arg for arg in sys.argv[1:] if arg.startswith("--") and arg.split("=")[0] not in ("--combine", "--name")]:
             parser.error("--combine takes only --name beside it: it runs nothing")
@@ -540,13 +574,11 @@ def main() -> None:
         settings = {key: parts[0][key] for key in ("source", "n", "sample-steps")} | {"seeds": sorted({seed for part in parts for seed in part["seeds"]}), "parts": parts}
     else:
         plan = parse_plan(parser, args)
-        raw, settings = measure(plan, args.jobs or (2 if args.quick else 1), Path(args.work) / f"n{plan.n}")
-    settings |= {"date": time.strftime("%Y-%m-%d"), "command": command}
-    table = {target: {row: summarise(cells) for row, cells in target_rows.items()} for target, target_rows in raw.items()}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    write_json(RESULTS / f"{name}.json", {"settings": settings, "table": table, "cells": raw})
+        raw, settings = measure(plan, args.jobs or (2 if args.quick else 1), Path(args.work) / f"n{plan.n}", publish)
+    table = publish(raw, settings)
     (RESULTS / f"{name}.md").write_text(markdown(table, settings))
     print(markdown(table, settings))
+
 
 if __name__ == "__main__":
     main()

@@ -82,3 +82,22 @@ def test_markdown_gives_each_row_its_runs_and_spread_and_each_part_its_command()
 def test_a_cells_seed_is_read_from_its_recipe():
     assert quality.cell_seed(cell("gdd", 2, 0.0)["command"]) == 2
     assert quality.cell_seed("shots of emoji:openmoji repeated to 1000") is None
+
+
+def test_each_finished_cell_is_published_before_the_table_ends(monkeypatch):
+    def fake_cell(work, target, method, seed, plan):
+        if method == "crdi":
+            raise SystemExit("crdi failed")
+        return cell(method, seed, 70.0 + seed)
+
+    monkeypatch.setattr(quality, "method_cell", fake_cell)
+    plan = quality.Plan(n=10, seeds=[0, 1], targets=["openmoji"], methods=["finetune", "domainstudio", "crdi"], anchors=[], quick=False, adapt_flags=[])
+    published = []
+    cells = quality.Cells(1)
+    with cells.pool, pytest.raises(SystemExit, match="crdi failed"):
+        quality.fill_table(cells, None, plan, published.append)
+
+    counts = [sum(len(results) for results in snapshot["openmoji"].values()) for snapshot in published]
+    assert counts == [1, 2, 2, 3, 4, 4]  # seed 0: finetune, domainstudio, crdi failed; seed 1 the same
+    assert sorted(published[-1]["openmoji"]) == ["domainstudio", "finetune"]
+    assert [quality.cell_seed(c["command"]) for c in published[-1]["openmoji"]["finetune"]] == [0, 1]
