@@ -71,7 +71,7 @@ TARGETS = ("openmoji", "emojione")
 METHODS = ("finetune", "domainstudio", "phasic", "crdi", "gdd")
 DISTILLED = "gdd"
 ANCHORS = ("source", "oracle", "shots")
-COLUMNS = ("fid-el0", "kid-el0", "intra-lpips-el0", "small-clusters", "near-copy-share", "swd", "adapt-seconds", "adapt-cpu-seconds", "adapt-peak-gib",
+COLUMNS = ("fid-el0", "kid-el0", "intra-lpips-el0", "small-clusters", "near-copy-share", "swd", "adapt-seconds", "adapt-loop-seconds", "adapt-cpu-seconds", "adapt-peak-gib",
            "sample-img-per-s")
 ORACLE_FLAGS = ["--batch-size", "32", "--lr", "2e-4", "--checkpoint-every", "250", "--preview-count", "0"]
 ORACLE_STEPS, QUICK_ORACLE_STEPS = 1500, 50  # 48,000 images: 24 epochs of openmoji train, 54 of emojione
@@ -167,7 +167,7 @@ def trained_cell(cell: Path, argv: list[str], target: str, seed: int, plan: Plan
     def train() -> dict:
         shutil.rmtree(cell / "run", ignore_errors=True)
         (cell / SAMPLED).unlink(missing_ok=True)
-        return run(argv, cell / f"{argv[1]}.log")
+        return run(argv, cell / f"{argv[1]}.log") | {"loop-seconds": loop_seconds(cell / "run")}
 
     trained = stage(cell / TRAINED, command, train)
     sampled = stage(cell / SAMPLED, command, lambda: sample(str(cell / "run"), cell, plan, seed))
@@ -189,7 +189,14 @@ def stage(done: Path, command: str, work) -> dict:
 
 def adapt_figures(timing: dict) -> dict:
     """The adapt columns of a training process's ``run`` figures."""
-    return {"adapt-seconds": timing["seconds"], "adapt-cpu-seconds": timing["cpu-seconds"], "adapt-peak-gib": timing["peak-gib"], "adapt-threads": timing.get("threads")}
+    return {"adapt-seconds": timing["seconds"], "adapt-loop-seconds": timing.get("loop-seconds"), "adapt-cpu-seconds": timing["cpu-seconds"],
+            "adapt-peak-gib": timing["peak-gib"], "adapt-threads": timing.get("threads")}
+
+
+def loop_seconds(run_folder: Path) -> float:
+    """The training loop's own seconds in ``run_folder`` (its ``log.jsonl``, whose clock goes on across a resume):
+    the whole process's less start-up, export and the closing report."""
+    return json.loads((run_folder / "log.jsonl").read_text().splitlines()[-1])["seconds"]
 
 
 def cached(cell: Path, command: str) -> dict | None:
@@ -286,9 +293,9 @@ def trained_oracle(oracle: Path, argv: list[str]) -> dict:
         if not resume:
             shutil.rmtree(oracle, ignore_errors=True)
         timing = run([*argv, "--out", str(oracle), *(["--resume"] if resume else [])], oracle.with_suffix(".log"))
+        timing["loop-seconds"] = loop_seconds(oracle)
         if resume:
-            last = (oracle / "log.jsonl").read_text().splitlines()[-1]
-            timing |= {"seconds": json.loads(last)["seconds"], "cpu-seconds": None}
+            timing |= {"seconds": timing["loop-seconds"], "cpu-seconds": None}
         write_json(done, timing)
     return json.loads(done.read_text())
 
@@ -391,6 +398,8 @@ def markdown(table: dict, settings: dict) -> str:
          "0); EL0 metrics against the target's `reference` half, near-copy against its shots. GDD distils the runs of one adapted "
          "method (the row names it): the lowest mean fid-el0 of the table, unless `--teacher` named it. Phasic trains against EL0 "
          "features (the metric network), and so does GDD's discriminator: their EL0 figures may be flattered; swd is network-free. "
+         "adapt-seconds are the whole training process's (start-up, export, the closing report), adapt-loop-seconds the training "
+         "loop's alone (GDD: without drawing its teacher samples); '(of n)': a column that fewer runs recorded. "
          f"{provenance(settings)}"),
         "",
         "| target | method | runs | " + " | ".join(COLUMNS) + " | threads (adapt/sample) |",
@@ -408,6 +417,8 @@ def markdown(table: dict, settings: dict) -> str:
                 text = f"{entry['mean']:.{digits}f}"
                 if entry["std"] is not None:
                     text += f" ± {entry['std']:.{digits}f}"
+                if entry["n"] < summary["runs"]:
+                    text += f" (of {entry['n']})"
                 cells.append(text)
             threads = summary["threads"]
             cells.append("/".join(threads.get(process, "–") for process in ("adapt", "sample")) if threads else "")
