@@ -413,7 +413,7 @@ def markdown(table: dict, settings: dict) -> str:
                 if entry is None:
                     cells.append("")
                     continue
-                digits = 4 if column.startswith("kid") or column == "near-copy-share" else 0 if column == "small-clusters" else 2
+                digits = 4 if column.startswith("kid") or column == "near-copy-share" else 1 if column == "small-clusters" else 2
                 text = f"{entry['mean']:.{digits}f}"
                 if entry["std"] is not None:
                     text += f" ± {entry['std']:.{digits}f}"
