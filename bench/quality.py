@@ -516,7 +516,7 @@ def parse_plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Pla
     return plan
 
 
-def measure(plan: Plan, jobs: int, work: Path, publish: Callable[[dict, dict], None]) -> tuple[dict, dict]:
+def measure(plan: Plan, jobs: int, work: Path, publish: Callable[[dict, dict], dict]) -> tuple[dict, dict]:
     """Run (or read back) the cells of ``plan``; their results and the settings that made them. Every finished cell
     is published at once with the others finished so far (settings ``unfinished``), so that a machine that goes
     away mid-table leaves its finished cells in the result file for ``--combine``."""
