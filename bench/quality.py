@@ -14,12 +14,13 @@ time is the distillation's alone. Three anchors sit on the same table:
 
 Cells are cached: a cell whose ``cell.json`` exists and records the same recipe is read back, so an
 interrupted benchmark continues where it stopped, and a subset (``--seeds 0``) run first is reused by the
-whole table; within a cell, a finished training or sampling stage is kept too (``stage``). The recipe is the
-training command with its budget spelled out (``budget_flags``: a changed default redoes the cell), the
-sampling flags and, for GDD, the teacher cell's recipe; a change of code or of a method option's default needs
-a fresh ``--work``. ``--jobs 2`` runs two cells at a time, one thread each while both run (``Cells``): more
-throughput on 2 cores than one cell on two threads, at the price of contended wall seconds (CPU seconds, and
-the threads each process had, are recorded beside them).
+whole table; within a cell, a finished training or sampling stage is kept too (``stage``), and a training
+stopped after a checkpoint continues from it (``train_resuming``). The recipe is the training command with its
+budget spelled out (``budget_flags``: a changed default redoes the cell), the sampling flags and, for GDD, the
+teacher cell's recipe; a change of code or of a method option's default needs a fresh ``--work``. ``--jobs 2``
+runs two cells at a time, one thread each while both run (``Cells``): more throughput on 2 cores than one cell
+on two threads, at the price of contended wall seconds (CPU seconds, and the threads each process had, are
+recorded beside them).
 
 ``make bench`` runs the full table (3 seeds, 1,000 samples of 25 DDIM steps, every method at its default
 budget: hours on 2 CPU cores). ``--quick`` checks the whole pipeline in under 30 minutes on 2 cores: one
@@ -158,16 +159,14 @@ def distilled_cell(work: Path, target: str, teacher: str, seed: int, plan: Plan)
 def trained_cell(cell: Path, argv: list[str], target: str, seed: int, plan: Plan, recipe: str = "") -> dict:
     """Run the training command ``argv`` into ``cell/run``, sample ``plan.n`` images from it and evaluate them;
     ``recipe`` adds what else made the cell to its cache key."""
-    argv = [*argv, "--out", str(cell / "run")]
-    command = f"{' '.join(argv[1:])}; sample {' '.join(sample_flags(plan, seed))}{recipe}"
+    command = f"{' '.join([*argv[1:], '--out', str(cell / 'run')])}; sample {' '.join(sample_flags(plan, seed))}{recipe}"
     result = cached(cell, command)
     if result is not None:
         return result
 
     def train() -> dict:
-        shutil.rmtree(cell / "run", ignore_errors=True)
         (cell / SAMPLED).unlink(missing_ok=True)
-        return run(argv, cell / f"{argv[1]}.log") | {"loop-seconds": loop_seconds(cell / "run")}
+        return train_resuming(argv, cell / "run", cell / f"{argv[1]}.log", command)
 
     trained = stage(cell / TRAINED, command, train)
     sampled = stage(cell / SAMPLED, command, lambda: sample(str(cell / "run"), cell, plan, seed))
@@ -282,22 +281,30 @@ def anchor_cell(work: Path, target: str, anchor: str, plan: Plan) -> dict:
 
 
 def trained_oracle(oracle: Path, argv: list[str]) -> dict:
-    """Train the oracle into ``oracle`` (a folder named by a hash of ``argv``) once. 1,500 steps of batch 32 take
-    about 2 hours of 2 cores (4.6 s a step), longer beside other cells, so an interrupted oracle resumes from its
-    last checkpoint; its ``seconds`` are then the training loop's own over every part (the trainer's clock goes on
-    across a resume), its CPU seconds (the killed parts took theirs with them) unknown and its peak memory the last
-    part's."""
+    """Train the oracle into ``oracle`` (a folder named by a hash of ``argv``) once: 1,500 steps of batch 32 take
+    about 2 hours of 2 cores (4.6 s a step), longer beside other cells."""
     done = oracle / "timing.json"
     if not done.is_file():
-        resume = any((oracle / "checkpoints").glob("step-*"))
-        if not resume:
-            shutil.rmtree(oracle, ignore_errors=True)
-        timing = run([*argv, "--out", str(oracle), *(["--resume"] if resume else [])], oracle.with_suffix(".log"))
-        timing["loop-seconds"] = loop_seconds(oracle)
-        if resume:
-            timing |= {"seconds": timing["loop-seconds"], "cpu-seconds": None}
-        write_json(done, timing)
+        write_json(done, train_resuming(argv, oracle, oracle.with_suffix(".log"), " ".join(argv[1:])))
     return json.loads(done.read_text())
+
+
+def train_resuming(argv: list[str], out: Path, log: Path, recipe: str) -> dict:
+    """Run the training command ``argv`` into the run folder ``out`` and return its ``run`` figures and the loop's
+    own ``loop-seconds``. A run of the same ``recipe`` that was interrupted (the sitting ended) after a checkpoint
+    continues from it with ``--resume``; its ``seconds`` and ``cpu-seconds`` are then None (the killed parts took
+    theirs with them: the loop's, whose clock goes on across a resume, remain), its peak memory the last part's."""
+    started = out.with_name(out.name + ".recipe")  # beside the run: a new run needs an empty folder
+    resume = started.is_file() and started.read_text() == recipe and any((out / "checkpoints").glob("step-*"))
+    if not resume:
+        shutil.rmtree(out, ignore_errors=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        started.write_text(recipe)
+    timing = run([*argv, "--out", str(out), *(["--resume"] if resume else [])], log)
+    timing["loop-seconds"] = loop_seconds(out)
+    if resume:
+        timing |= {"seconds": None, "cpu-seconds": None}
+    return timing
 
 
 def source_samples(work: Path, plan: Plan) -> dict:
@@ -399,7 +406,8 @@ def markdown(table: dict, settings: dict) -> str:
          "method (the row names it): the lowest mean fid-el0 of the table, unless `--teacher` named it. Phasic trains against EL0 "
          "features (the metric network), and so does GDD's discriminator: their EL0 figures may be flattered; swd is network-free. "
          "adapt-seconds are the whole training process's (start-up, export, the closing report), adapt-loop-seconds the training "
-         "loop's alone (GDD: without drawing its teacher samples); '(of n)': a column that fewer runs recorded. "
+         "loop's alone (GDD: without drawing its teacher samples); '(of n)': a column that fewer runs recorded (a training resumed "
+         "after its sitting ended has no process seconds). "
          f"{provenance(settings)}"),
         "",
         "| target | method | runs | " + " | ".join(COLUMNS) + " | threads (adapt/sample) |",

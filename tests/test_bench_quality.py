@@ -102,3 +102,27 @@ def test_each_finished_cell_is_published_before_the_table_ends(monkeypatch):
     assert counts == [1, 2, 2, 3, 4, 4]  # seed 0: finetune, domainstudio, crdi failed; seed 1 the same
     assert sorted(published[-1]["openmoji"]) == ["domainstudio", "finetune"]
     assert [quality.cell_seed(c["command"]) for c in published[-1]["openmoji"]["finetune"]] == [0, 1]
+
+
+def test_an_interrupted_training_resumes_from_its_checkpoint_and_another_recipe_starts_again(tmp_path):
+    trainer = tmp_path / "trainer.py"  # a training command that checkpoints, then dies unless resumed
+    trainer.write_text(
+        "import json, pathlib, sys\n"
+        "out = pathlib.Path(sys.argv[sys.argv.index('--out') + 1])\n"
+        "(out / 'checkpoints' / 'step-1').mkdir(parents=True, exist_ok=True)\n"
+        "with open(out / 'log.jsonl', 'a') as log:\n"
+        "    log.write(json.dumps({'seconds': 5.0 if '--resume' in sys.argv else 2.0}) + '\\n')\n"
+        "sys.exit(0 if '--resume' in sys.argv or '--no-fail' in sys.argv else 1)\n")
+    argv, out, log = [sys.executable, str(trainer)], tmp_path / "cell" / "run", tmp_path / "cell" / "adapt.log"
+
+    with pytest.raises(SystemExit, match="failed with status 1"):
+        quality.train_resuming(argv, out, log, "recipe a")
+    resumed = quality.train_resuming(argv, out, log, "recipe a")
+
+    assert resumed["loop-seconds"] == 5.0 and resumed["seconds"] is None and resumed["cpu-seconds"] is None
+    assert len((out / "log.jsonl").read_text().splitlines()) == 2
+
+    fresh = quality.train_resuming([*argv, "--no-fail"], out, log, "recipe b")
+
+    assert fresh["loop-seconds"] == 2.0 and fresh["seconds"] > 0 and fresh["cpu-seconds"] is not None
+    assert len((out / "log.jsonl").read_text().splitlines()) == 1
