@@ -470,8 +470,9 @@ def combine(names: list[str]) -> tuple[dict, list[dict]]:
 
 def fill_table(cells: Cells, work: Path, plan: Plan, progress: Callable[[dict], None]) -> dict:
     """Run (or read back) every cell of ``plan`` on ``cells``: the anchors, the adapted methods seed by seed (an
-    interrupted run has whole tables of its first seeds), then GDD from each target's best method. Each time a
-    cell finishes, ``progress`` gets the results of those finished so far."""
+    interrupted run has whole tables of its first seeds), then GDD from each target's best method, each seed's as
+    soon as its teacher's cell is done when ``--teacher`` named the method. Each time a cell finishes,
+    ``progress`` gets the results of those finished so far."""
     adapted = [m for m in plan.methods if m != DISTILLED]
     rows: dict = {target: {} for target in plan.targets}
     lock = threading.Lock()
@@ -482,14 +483,36 @@ def fill_table(cells: Cells, work: Path, plan: Plan, progress: Callable[[dict], 
                              for row, futures in target_rows.items()} for target, target_rows in rows.items()}
         return {target: {row: results for row, results in target_rows.items() if results} for target, target_rows in done.items()}
 
+    def enter(target: str, row: str, future: Future) -> None:
+        with lock:
+            rows[target].setdefault(row, []).append(future)
+        future.add_done_callback(lambda _: progress(finished()))
+
     def submit(batch: list[tuple]) -> None:
         """Queue ``(target, row, label, cell, *cell_args)`` entries together."""
         futures = cells.submit([(f"{target} / {label}", cell, *cell_args) for target, _, label, cell, *cell_args in batch])
-        with lock:
-            for (target, row, *_), future in zip(batch, futures):
-                rows[target].setdefault(row, []).append(future)
-        for future in futures:
-            future.add_done_callback(lambda _: progress(finished()))
+        for (target, row, *_), future in zip(batch, futures, strict=True):
+            enter(target, row, future)
+
+    def submit_after(teacher: Future, entry: tuple) -> None:
+        """Queue ``entry`` once ``teacher`` is done (GDD distils the run its cell leaves), standing in for it in
+        its row meanwhile; a failed teacher fails it."""
+        target, row, label, cell, *cell_args = entry
+        stand_in: Future = Future()
+        enter(target, row, stand_in)
+
+        def start(done: Future) -> None:
+            if done.exception() is not None:
+                stand_in.set_exception(done.exception())
+                return
+            try:
+                queued = cells.submit([(f"{target} / {label}", cell, *cell_args)])[0]
+            except RuntimeError as error:  # the table stopped (another cell failed) while the teacher ran
+                stand_in.set_exception(error)
+                return
+            queued.add_done_callback(lambda f: stand_in.set_exception(f.exception()) if f.exception() is not None else stand_in.set_result(f.result()))
+
+        teacher.add_done_callback(start)
 
     submit([(target, anchor, anchor, anchor_cell, work, target, anchor, plan) for target in plan.targets for anchor in plan.anchors]
            + [(target, method, f"{method} / seed {seed}", method_cell, work, target, method, seed, plan)
@@ -498,7 +521,12 @@ def fill_table(cells: Cells, work: Path, plan: Plan, progress: Callable[[dict], 
         for target in plan.targets:
             teacher = plan.teacher or best_method({m: summarise([f.result() for f in rows[target][m]]) for m in adapted}, plan.methods)
             row = f"{DISTILLED} (from {teacher})"
-            submit([(target, row, f"{DISTILLED} from {teacher} / seed {seed}", distilled_cell, work, target, teacher, seed, plan) for seed in plan.seeds])
+            entries = [(target, row, f"{DISTILLED} from {teacher} / seed {seed}", distilled_cell, work, target, teacher, seed, plan) for seed in plan.seeds]
+            if plan.teacher:
+                for entry, teacher_cell in zip(entries, rows[target][teacher], strict=True):
+                    submit_after(teacher_cell, entry)
+            else:  # every teacher is done: queued together, so that none starts before its sharers are counted
+                submit(entries)
     return {target: {row: [f.result() for f in futures] for row, futures in target_rows.items()} for target, target_rows in rows.items()}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 import sys
 
 import pytest
@@ -126,3 +127,26 @@ def test_an_interrupted_training_resumes_from_its_checkpoint_and_another_recipe_
 
     assert fresh["loop-seconds"] == 2.0 and fresh["seconds"] > 0 and fresh["cpu-seconds"] is not None
     assert len((out / "log.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_named_teachers_gdd_cells_start_only_once_their_teacher_is_done(monkeypatch):
+    done = set()
+
+    def fake_method_cell(work, target, method, seed, plan):
+        time.sleep(0.3 if method == "finetune" else 0.05)  # the teacher finishes last
+        done.add((method, seed))
+        return cell(method, seed, 70.0)
+
+    def fake_distilled_cell(work, target, teacher, seed, plan):
+        assert (teacher, seed) in done, "GDD started before the run it distils was finished"
+        return cell("gdd", seed, 110.0)
+
+    monkeypatch.setattr(quality, "method_cell", fake_method_cell)
+    monkeypatch.setattr(quality, "distilled_cell", fake_distilled_cell)
+    plan = quality.Plan(n=10, seeds=[0, 1], targets=["openmoji"], methods=["domainstudio", "finetune", "gdd"], anchors=[], quick=False,
+                        adapt_flags=[], teacher="finetune")
+    cells = quality.Cells(2)
+    with cells.pool:
+        table = quality.fill_table(cells, None, plan, lambda finished: None)
+
+    assert [quality.cell_seed(c["command"]) for c in table["openmoji"]["gdd (from finetune)"]] == [0, 1]
