@@ -78,6 +78,10 @@ ORACLE_FLAGS = ["--batch-size", "32", "--lr", "2e-4", "--checkpoint-every", "250
 ORACLE_STEPS, QUICK_ORACLE_STEPS = 1500, 50  # 48,000 images: 24 epochs of openmoji train, 54 of emojione
 SAMPLE_STEPS, QUICK_SAMPLE_STEPS = 25, 10
 SAMPLE_BATCH = 16  # 200 images of noto-32 on 2 cores: 179 s at batch 8, 150 at 16, 164 at 32, 196 at 100 (same images)
+HEADLINE = (("fid-el0", "fid-el0", 1, 1), ("kid-el0", "kid-el0", 3, 1), ("intra-lpips-el0", "intra-lpips-el0", 2, 1), ("near-copy-share", "near-copy %", 1, 100),
+            ("swd", "swd", 1, 1), ("adapt-seconds", "adapt s", 0, 1), ("adapt-cpu-seconds", "adapt CPU s", 0, 1), ("adapt-peak-gib", "peak GiB", 2, 1),
+            ("sample-img-per-s", "sample img/s", 2, 1))  # the first table of the markdown (and the README's): column, heading, digits, scale
+ROW_NAMES = {"source": f"{SOURCE}, unadapted", "oracle": "oracle: finetune on the whole train half", "shots": "the 10 shots, repeated"}
 QUICK_FRACTION = 1 / 4
 QUICK_DISTILL_FRACTION = 1 / 8  # GDD distils the best method, so it runs alone after all of them
 TRAINED, SAMPLED = "trained.json", "sampled.json"  # a cell's finished stages (``stage``)
@@ -399,6 +403,7 @@ def provenance(settings: dict) -> str:
 
 
 def markdown(table: dict, settings: dict) -> str:
+    """The table in markdown: how it was made, the headline columns (what the README shows), then every column."""
     lines = [
         (f"EmojiShift at 32 px from `{SOURCE}`: {settings['n']} samples of {settings['sample-steps']} DDIM steps per cell, seeds {settings['seeds']}, "
          f"{settings['date']}, `{settings['command']}`. Mean ± standard deviation over the runs of each row (anchors run once, at seed "
@@ -410,28 +415,36 @@ def markdown(table: dict, settings: dict) -> str:
          "after its sitting ended has no process seconds). "
          f"{provenance(settings)}"),
         "",
-        "| target | method | runs | " + " | ".join(COLUMNS) + " | threads (adapt/sample) |",
-        "|---" * (len(COLUMNS) + 4) + "|",
+        "| target | method | runs | " + " | ".join(heading for _, heading, *_ in HEADLINE) + " |",
+        "|---" * (len(HEADLINE) + 3) + "|",
     ]
     for target, rows in table.items():
-        for method, summary in rows.items():
-            cells = []
-            for column in COLUMNS:
-                entry = summary.get(column)
-                if entry is None:
-                    cells.append("")
-                    continue
-                digits = 4 if column.startswith("kid") or column == "near-copy-share" else 1 if column == "small-clusters" else 2
-                text = f"{entry['mean']:.{digits}f}"
-                if entry["std"] is not None:
-                    text += f" ± {entry['std']:.{digits}f}"
-                if entry["n"] < summary["runs"]:
-                    text += f" (of {entry['n']})"
-                cells.append(text)
+        for row, summary in rows.items():
+            cells = [figure(summary, column, digits, scale) for column, _, digits, scale in HEADLINE]
+            lines.append(f"| {target} | {ROW_NAMES.get(row, row)} | {summary['runs']} | " + " | ".join(cells) + " |")
+    lines += ["", "Every column:", "", "| target | method | runs | " + " | ".join(COLUMNS) + " | threads (adapt/sample) |", "|---" * (len(COLUMNS) + 4) + "|"]
+    digits = {column: 4 if column.startswith("kid") or column == "near-copy-share" else 1 if column == "small-clusters" else 2 for column in COLUMNS}
+    for target, rows in table.items():
+        for row, summary in rows.items():
+            cells = [figure(summary, column, digits[column]) for column in COLUMNS]
             threads = summary["threads"]
             cells.append("/".join(threads.get(process, "–") for process in ("adapt", "sample")) if threads else "")
-            lines.append(f"| {target} | {method} | {summary['runs']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {target} | {row} | {summary['runs']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def figure(summary: dict, column: str, digits: int, scale: float = 1.0) -> str:
+    """A summary's ``column`` as mean ± standard deviation (times ``scale``), '(of n)' where fewer runs than the
+    row's recorded it; empty where none did."""
+    entry = summary.get(column)
+    if entry is None:
+        return ""
+    text = f"{entry['mean'] * scale:.{digits}f}"
+    if entry["std"] is not None:
+        text += f" ± {entry['std'] * scale:.{digits}f}"
+    if entry["n"] < summary["runs"]:
+        text += f" (of {entry['n']})"
+    return text
 
 
 def cell_seed(command: str) -> int | None:

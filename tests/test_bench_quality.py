@@ -70,13 +70,17 @@ def test_combine_refuses_two_recipes_for_one_cell_and_other_sample_counts(result
 
 def test_markdown_gives_each_row_its_runs_and_spread_and_each_part_its_command():
     table = {"openmoji": {"finetune": quality.summarise([cell("finetune", 0, 70.0), cell("finetune", 1, 80.0) | {"adapt-loop-seconds": 123.0}]),
-                          "phasic": quality.summarise([cell("phasic", 0, 90.0)])}}
+                          "phasic": quality.summarise([cell("phasic", 0, 90.0)]),
+                          "shots": quality.summarise([{"fid-el0": 164.26, "near-copy-share": 1.0, "command": "shots of emoji:openmoji repeated to 1000"}])}}
     settings = part([0, 1], {})["settings"] | {"parts": [part([0], {})["settings"], part([1], {})["settings"]]}
 
     text = quality.markdown(table, settings)
 
-    assert "| openmoji | finetune | 2 | 75.00 ± 7.07 |" in text
-    assert "| openmoji | phasic | 1 | 90.00 |" in text
+    headline, every_column = text.split("Every column:")
+    assert "| openmoji | finetune | 2 | 75.0 ± 7.1 |" in headline
+    assert "| openmoji | the 10 shots, repeated | 1 | 164.3 |  |  | 100.0 |" in headline
+    assert "| openmoji | finetune | 2 | 75.00 ± 7.07 |" in every_column
+    assert "| openmoji | phasic | 1 | 90.00 |" in every_column
     assert "| 400.00 ± 0.00 | 123.00 (of 1) |" in text  # adapt seconds of both runs, loop seconds of one
     assert text.count("python bench/quality.py --seeds [") == 3  # the combined table's command and its two parts'
 
