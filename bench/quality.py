@@ -569,7 +569,7 @@ def measure(plan: Plan, jobs: int, work: Path, publish: Callable[[dict, dict], d
     """Run (or read back) the cells of ``plan``; their results and the settings that made them. Every finished cell
     is published at once with the others finished so far (settings ``unfinished``), so that a machine that goes
     away mid-table leaves its finished cells in the result file for ``--combine``."""
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), cpu_seconds_of_children()  # a process a shell exec'd inherits its count
     print(f"quality benchmark: {len(plan.seeds)} seed(s), {plan.n} samples per cell, {jobs} cell(s) at a time, work folder {work}; "
           "the full table takes hours on 2 CPU cores", flush=True)
 
@@ -577,7 +577,7 @@ def measure(plan: Plan, jobs: int, work: Path, publish: Callable[[dict, dict], d
         return {"source": SOURCE, "n": plan.n, "seeds": plan.seeds, "sample-steps": plan.sample_steps, "adapt-flags": plan.adapt_flags,
                 "cpu-threads": os.cpu_count(), "jobs": jobs, "load-average": os.getloadavg()[0],
                 # this invocation only: cached cells cost nothing here
-                "wall-seconds": time.perf_counter() - started, "cpu-seconds": cpu_seconds_of_children()}
+                "wall-seconds": time.perf_counter() - started, "cpu-seconds": cpu_seconds_of_children() - cpu_before}
 
     publishing = threading.Lock()
 
