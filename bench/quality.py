@@ -110,6 +110,11 @@ class Plan:
     def oracle_steps(self) -> int:
         return QUICK_ORACLE_STEPS if self.quick else ORACLE_STEPS
 
+    @property
+    def seeds_run(self) -> list[int]:
+        """The seeds some cell runs at: the anchors run once, at seed 0, so a plan of anchors alone runs only that."""
+        return self.seeds if self.methods else [0] if self.anchors else []
+
 
 def run(argv: list[str], log: Path) -> dict[str, float]:
     """Run ``argv`` to completion, its output to ``log``; its wall and CPU seconds (user + system: what a loaded
@@ -570,11 +575,11 @@ def measure(plan: Plan, jobs: int, work: Path, publish: Callable[[dict, dict], d
     is published at once with the others finished so far (settings ``unfinished``), so that a machine that goes
     away mid-table leaves its finished cells in the result file for ``--combine``."""
     started, cpu_before = time.perf_counter(), cpu_seconds_of_children()  # a process a shell exec'd inherits its count
-    print(f"quality benchmark: {len(plan.seeds)} seed(s), {plan.n} samples per cell, {jobs} cell(s) at a time, work folder {work}; "
+    print(f"quality benchmark: {len(plan.seeds_run)} seed(s), {plan.n} samples per cell, {jobs} cell(s) at a time, work folder {work}; "
           "the full table takes hours on 2 CPU cores", flush=True)
 
     def settings() -> dict:
-        return {"source": SOURCE, "n": plan.n, "seeds": plan.seeds, "sample-steps": plan.sample_steps, "adapt-flags": plan.adapt_flags,
+        return {"source": SOURCE, "n": plan.n, "seeds": plan.seeds_run, "sample-steps": plan.sample_steps, "adapt-flags": plan.adapt_flags,
                 "cpu-threads": os.cpu_count(), "jobs": jobs, "load-average": os.getloadavg()[0],
                 # this invocation only: cached cells cost nothing here
                 "wall-seconds": time.perf_counter() - started, "cpu-seconds": cpu_seconds_of_children() - cpu_before}

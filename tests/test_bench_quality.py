@@ -154,3 +154,10 @@ def test_a_named_teachers_gdd_cells_start_only_once_their_teacher_is_done(monkey
         table = quality.fill_table(cells, None, plan, lambda finished: None)
 
     assert [quality.cell_seed(c["command"]) for c in table["openmoji"]["gdd (from finetune)"]] == [0, 1]
+
+
+@pytest.mark.parametrize(("methods", "anchors", "seeds"), [(["finetune"], ["oracle"], [0, 1, 2]), ([], ["oracle"], [0]), ([], [], [])])
+def test_the_seeds_recorded_are_those_a_cell_runs_at(methods, anchors, seeds):
+    plan = quality.Plan(n=10, seeds=[0, 1, 2], targets=["openmoji"], methods=methods, anchors=anchors, quick=False, adapt_flags=[])
+
+    assert plan.seeds_run == seeds
