@@ -1,6 +1,6 @@
 # make demo: adapt the shipped noto-32 model to 10 OpenMoji shots, sample, print where results went.
 # make test: the test suite. Both create .venv and install what they need (system packages as root).
-# make bench: the quality and speed benchmarks; runs for hours (make bench BENCH_FLAGS=--quick: about 40 min).
+# make bench: the quality and speed benchmarks; runs for hours (make bench BENCH_FLAGS=--quick: about 20 min).
 SHELL := /bin/bash
 VENV := .venv
 PYTHON ?= python3
@@ -26,7 +26,7 @@ bench: bench-notice $(STAMP) system
 	$(VENV)/bin/python bench/speed.py $(filter --quick,$(BENCH_FLAGS))
 
 bench-notice:
-	@echo "make bench runs for hours (make bench BENCH_FLAGS=--quick: about 40 minutes, 30 of quality and 10 of speed); results go to bench/results/"
+	@echo "make bench runs for hours (make bench BENCH_FLAGS=--quick: about 20 minutes, 15 of quality and 2 of speed); results go to bench/results/"
 
 # Debian packages, installed only where missing: the Noto Color Emoji font, EmojiOne 2's PNGs
 # unpacked from ruby-gemojione with dpkg -x (installing it would pull Ruby), and headless Chromium with
