@@ -72,14 +72,15 @@ def test_high_frequency_is_zero_on_a_constant_image_only():
 
 
 def _code_kl(adapted: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-    """The official code's L_img, written independently: per-anchor softmaxes over the others, KLDivLoss mean."""
+    """The official code's L_img, written independently: per-anchor softmaxes over the others, KLDivLoss's
+    default reduction (the mean over every entry; spelled out, since torch warns that the default will change)."""
     def rows(x):
         flat = x.flatten(1)
         return torch.stack([
             torch.stack([F.cosine_similarity(flat[i], flat[j], dim=0) for j in range(len(x)) if j != i]) for i in range(len(x))
         ])
 
-    return torch.nn.KLDivLoss()(F.log_softmax(rows(adapted), dim=1), F.softmax(rows(source), dim=1))
+    return F.kl_div(F.log_softmax(rows(adapted), dim=1), F.softmax(rows(source), dim=1), reduction="none").mean()
 
 
 def test_pairwise_kl_matches_the_code_and_its_weights():
