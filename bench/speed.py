@@ -26,7 +26,7 @@ resident set after loading the model and setting up the method, just before the 
 tracemalloc would miss torch's allocations, which bypass Python's allocator. On CUDA the table adds
 ``torch.cuda.max_memory_allocated``.
 
-    .venv/bin/python bench/speed.py            # everything: 23 minutes on 2 CPU cores with 5 methods (2026-11-23)
+    .venv/bin/python bench/speed.py            # everything: 14 minutes on 2 quiet CPU cores with 5 methods (2026-12-03)
     .venv/bin/python bench/speed.py --quick    # 32 px only, 5 timed steps, one sampling call: about 2 minutes
     .venv/bin/python bench/speed.py --sizes 32 --methods finetune --samplers ddim --steps 2 --warmup 1 \\
         --sample-steps 2 --sample-batch 2       # a smoke test: about a minute
