@@ -217,7 +217,11 @@ def committed(style: str) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
-@pytest.fixture(scope="module", params=["openmoji", "emojione"])
+TARGETS = ["openmoji", "emojione", "noto-flags", "noto-faces"]
+SUBPOPULATIONS = ["noto-flags", "noto-faces"]
+
+
+@pytest.fixture(scope="module", params=TARGETS)
 def style_splits(request):
     """Every split of a target style at 32 px (rendered once into the default cache, then reused)."""
     from tenshot.data import emoji
@@ -235,11 +239,15 @@ def test_emoji_splits(style_splits):
     assert names["shots"] == sorted(shots)
     assert all(p.is_file() and p.suffix == ".png" for p in splits["shots"])
     train, reference, everything = set(names["train"]), set(names["reference"]), set(names["all"])
+    shot_keys = {emoji.variant_key(name) for name in shots}
+    variants = {name for name in everything if emoji.variant_key(name) in shot_keys}
     assert not train & reference
-    assert train | reference == everything - set(shots)
-    assert not set(shots) & (train | reference)
-    assert set(shots) <= everything
-    assert len(everything) > 1000 and abs(len(train) - len(reference)) < 0.1 * len(everything)
+    assert train | reference == everything - variants
+    assert set(shots) <= variants and set(shots) <= everything
+    assert not shot_keys & {emoji.variant_key(name) for name in train | reference}  # no variant of a shot in any split
+    assert train and reference
+    if style not in SUBPOPULATIONS:
+        assert len(everything) > 1000 and abs(len(train) - len(reference)) < 0.1 * len(everything)
     for split in ("train", "reference", "all"):
         assert names[split] == sorted(names[split])
     assert all(re.fullmatch(r"[0-9a-f]+(-[0-9a-f]+)*", name) and "fe0f" not in name.split("-") for name in everything)
@@ -251,14 +259,82 @@ def test_emoji_splits(style_splits):
     assert load_domain(f"emoji:{style}:shots", 32).shape == (10, 32, 32, 3)
 
 
-def test_committed_shots_follow_their_rule():
+@pytest.mark.parametrize(
+    ("name", "same", "other"),
+    [
+        ("1f468-1f3ff-200d-1f52c", ["1f469-200d-1f52c", "1f9d1-1f3fb-200d-1f52c"], ["1f52c", "1f468-200d-1f373"]),  # scientists
+        ("1f486-1f3fb-200d-2642", ["1f486", "1f486-200d-2640"], ["1f487"]),  # person getting massage
+        ("1f600", [], ["1f603"]),
+        ("1f9d1-1f3fc-200d-2764-200d-1f48b-200d-1f9d1-1f3fb", ["1f48f", "1f48f-1f3fd", "1f469-200d-2764-200d-1f48b-200d-1f468"], ["1f491"]),  # kiss
+        ("1f46d", ["1f46b-1f3fb", "1f9d1-1f3fb-200d-1f91d-200d-1f9d1-1f3ff"], ["1f91d"]),  # holding hands
+        ("1f474-1f3fc", ["1f475", "1f9d3-1f3ff"], ["1f468"]),  # old man, old woman, older person
+        ("1f3fb", [], ["1f3fc"]),  # a skin-tone swatch alone is an emoji of its own
+    ],
+)
+def test_variant_key(name, same, other):
+    from tenshot.data import emoji
+
+    key = emoji.variant_key(name)
+    assert all(emoji.variant_key(variant) == key for variant in same)
+    assert all(emoji.variant_key(different) != key for different in other)
+
+
+@pytest.mark.parametrize("style", SUBPOPULATIONS)
+def test_subpopulations_are_the_noto_emoji_their_rule_picks(style):
+    import unicodedata
+
+    import emoji as emoji_package
+
+    from tenshot.data import emoji
+
+    noto = emoji.rendered_folder("noto", 32)
+    folder = emoji.rendered_folder(style, 32)
+    names = sorted(p.stem for p in folder.glob("*.png"))
+    if style == "noto-flags":
+        picked = [p.stem for p in noto.glob("*.png") if len(p.stem.split("-")) == 2
+                  and all(unicodedata.name(chr(int(part, 16)), "").startswith("REGIONAL INDICATOR") for part in p.stem.split("-"))]
+        assert all(len(emoji.rgi_emoji()[name]) == 2 for name in names)
+    else:
+        picked = [p.stem for p in noto.glob("*.png")
+                  if re.search(r"(^|[^a-z])face([^a-z]|$)", emoji_package.demojize("".join(map(chr, emoji.rgi_emoji()[p.stem])), delimiters=("", "")).lower())]
+        assert "1f600" in names and "1f926" not in names  # grinning face; person facepalming is no face
+    assert names == sorted(picked) and len(names) > 50
+    assert (folder / ".complete").read_text() == f"{len(names)}\n"
+    for name in committed(style)[:3]:  # Noto's own rendering, not another drawing
+        assert np.array_equal(load_image(folder / f"{name}.png"), load_image(noto / f"{name}.png"))
+    header = (SHOTS_DIR / f"{style}.txt").read_text().splitlines()[0]
+    assert f"all {len(names)} {style} emoji" in header
+
+
+def test_noto_is_a_source_with_plain_halves():
+    """noto has no shots, so its train and reference halves are the hash halves of all of it."""
+    from tenshot.data import emoji
+
+    names = sorted(p.stem for p in emoji.rendered_folder("noto", 32).glob("*.png"))
+    train, reference = emoji.split_names("noto", names, "train"), emoji.split_names("noto", names, "reference")
+    assert train == [name for name in names if emoji.in_train_half(name)]
+    assert sorted(train + reference) == names
+
+
+@pytest.mark.parametrize("style", SUBPOPULATIONS)
+def test_data_render_writes_a_subpopulations_shots(style, tmp_path):
+    from conftest import run_cli
+
+    out = tmp_path / "shots"
+    result = run_cli("data", "render", f"emoji:{style}", "--size", "32", "--split", "shots", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [f"{name}.png" for name in sorted(committed(style))]
+
+
+@pytest.mark.parametrize("style", TARGETS)
+def test_committed_shots_follow_their_rule(style):
     """The committed list is what its header says: choose_shots(all names, seed 0)."""
     from tenshot.data import emoji
 
-    names = sorted(p.stem for p in emoji.rendered_folder("openmoji", 32).glob("*.png"))
-    header = (SHOTS_DIR / "openmoji.txt").read_text().splitlines()[0]
-    assert str(len(names)) in header
-    assert emoji.choose_shots(names) == committed("openmoji")
+    names = sorted(p.stem for p in emoji.rendered_folder(style, 32).glob("*.png"))
+    header = (SHOTS_DIR / f"{style}.txt").read_text().splitlines()[0]
+    assert f"all {len(names)} {style} emoji, seed=0)" in header
+    assert emoji.choose_shots(names) == committed(style)
 
 
 @pytest.mark.parametrize(

