@@ -289,9 +289,10 @@ def render(domain, size, split, out):
     import shutil
 
     from .data.domains import domain_files, is_emoji_domain
+    from .data.emoji import STYLES
 
     if not is_emoji_domain(domain):
-        raise TenshotError(f"{domain}: expected emoji:STYLE (one of noto, openmoji, emojione)")
+        raise TenshotError(f"{domain}: expected emoji:STYLE (one of {', '.join(STYLES)})")
     if ":" in domain[len("emoji:"):]:
         raise TenshotError(f"{domain}: give the split with --split, not in the domain")
     files = domain_files(f"{domain}:{split}", size)
