@@ -34,6 +34,9 @@ teacher samples) and two cells at a time. The defaults alone add up to about 23 
     .venv/bin/python bench/quality.py --quick
     .venv/bin/python bench/quality.py --targets openmoji --methods finetune,domainstudio --seeds 0 --n 500
 
+A plain run covers the style targets (``TARGETS``); ``--targets noto-flags,noto-faces`` runs the sub-population
+targets, whose small reference halves get their own headline table, led by kid-el0 and swd.
+
 Writes ``bench/results/quality.json`` and ``bench/results/quality.md`` (mean and spread over seeds), or
 ``quality-quick.*`` with ``--quick``, so that a check never overwrites the full table. A table longer than the
 machine's sittings (its work folder lost between them) runs in parts, each a seed or a target with its own
@@ -68,7 +71,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 TENSHOT = str(Path(sys.executable).parent / "tenshot")
 SOURCE = "noto-32"
-TARGETS = ("openmoji", "emojione")
+TARGETS = ("openmoji", "emojione")  # style shifts: a plain run's targets
+SUBPOPULATION_TARGETS = ("noto-flags", "noto-faces")  # parts of noto in its own rendering, with small reference halves
 METHODS = ("finetune", "domainstudio", "phasic", "crdi", "gdd")
 DISTILLED = "gdd"
 ANCHORS = ("source", "oracle", "shots")
@@ -81,6 +85,8 @@ SAMPLE_BATCH = 16  # 200 images of noto-32 on 2 cores: 179 s at batch 8, 150 at 
 HEADLINE = (("fid-el0", "fid-el0", 1, 1), ("kid-el0", "kid-el0", 3, 1), ("intra-lpips-el0", "intra-lpips-el0", 2, 1), ("near-copy-share", "near-copy %", 1, 100),
             ("swd", "swd", 1, 1), ("adapt-seconds", "adapt s", 0, 1), ("adapt-cpu-seconds", "adapt CPU s", 0, 1), ("adapt-peak-gib", "peak GiB", 2, 1),
             ("sample-img-per-s", "sample img/s", 2, 1))  # the first table of the markdown (and the README's): column, heading, digits, scale
+LEADING = ("kid-el0", "swd")  # what a small reference half estimates best: KID is unbiased at any n, swd needs no network
+SUBPOPULATION_HEADLINE = tuple(sorted(HEADLINE, key=lambda entry: entry[0] not in LEADING))
 ROW_NAMES = {"source": f"{SOURCE}, unadapted", "oracle": "oracle: finetune on the whole train half", "shots": "the 10 shots, repeated"}
 QUICK_FRACTION = 1 / 4
 QUICK_DISTILL_FRACTION = 1 / 8  # GDD distils the best method, so it runs alone after all of them
@@ -387,6 +393,7 @@ def summarise(cells: list[dict]) -> dict:
         values = [c[column] for c in cells if c.get(column) is not None]
         if values:
             summary[column] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None, "n": len(values)}
+    summary["reference-images"] = sorted({c["settings"]["reference"] for c in cells if "reference" in c.get("settings", {})})
     summary["threads"] = {}
     for process in ("adapt", "sample"):
         counts = sorted({c[f"{process}-threads"] for c in cells if c.get(f"{process}-threads") is not None})
@@ -408,7 +415,10 @@ def provenance(settings: dict) -> str:
 
 
 def markdown(table: dict, settings: dict) -> str:
-    """The table in markdown: how it was made, the headline columns (what the README shows), then every column."""
+    """The table in markdown: how it was made, the headline columns (what the README shows; the style targets first,
+    then the sub-population targets leading with kid-el0 and swd beside their reference counts), then every column."""
+    styles = {target: rows for target, rows in table.items() if target not in SUBPOPULATION_TARGETS}
+    subpopulations = {target: rows for target, rows in table.items() if target in SUBPOPULATION_TARGETS}
     lines = [
         (f"EmojiShift at 32 px from `{SOURCE}`: {settings['n']} samples of {settings['sample-steps']} DDIM steps per cell, seeds {settings['seeds']}, "
          f"{settings['date']}, `{settings['command']}`. Mean ± standard deviation over the runs of each row (anchors run once, at seed "
@@ -419,23 +429,36 @@ def markdown(table: dict, settings: dict) -> str:
          "loop's alone (GDD: without drawing its teacher samples); '(of n)': a column that fewer runs recorded (a training resumed "
          "after its sitting ended has no process seconds). "
          f"{provenance(settings)}"),
-        "",
-        "| target | method | runs | " + " | ".join(heading for _, heading, *_ in HEADLINE) + " |",
-        "|---" * (len(HEADLINE) + 3) + "|",
     ]
-    for target, rows in table.items():
-        for row, summary in rows.items():
-            cells = [figure(summary, column, digits, scale) for column, _, digits, scale in HEADLINE]
-            lines.append(f"| {target} | {ROW_NAMES.get(row, row)} | {summary['runs']} | " + " | ".join(cells) + " |")
+    if styles:
+        lines += ["", *headline(styles, HEADLINE)]
+    if subpopulations:
+        lines += ["", "Sub-population targets (a part of noto in its own rendering) have small reference halves: kid-el0 (unbiased at any "
+                  "size) and swd lead, and each row gives the reference images it was scored against.", "",
+                  *headline(subpopulations, SUBPOPULATION_HEADLINE, with_references=True)]
     lines += ["", "Every column:", "", "| target | method | runs | " + " | ".join(COLUMNS) + " | threads (adapt/sample) |", "|---" * (len(COLUMNS) + 4) + "|"]
     digits = {column: 4 if column.startswith("kid") or column == "near-copy-share" else 1 if column == "small-clusters" else 2 for column in COLUMNS}
-    for target, rows in table.items():
+    for target, rows in (styles | subpopulations).items():
         for row, summary in rows.items():
             cells = [figure(summary, column, digits[column]) for column in COLUMNS]
             threads = summary["threads"]
             cells.append("/".join(threads.get(process, "–") for process in ("adapt", "sample")) if threads else "")
             lines.append(f"| {target} | {row} | {summary['runs']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def headline(table: dict, columns: tuple, with_references: bool = False) -> list[str]:
+    """The headline rows of ``table`` in ``columns`` (column, heading, digits, scale), with each row's reference
+    image counts after its target where ``with_references``."""
+    references = ["reference images"] if with_references else []
+    lines = ["| " + " | ".join(["target", *references, "method", "runs", *(heading for _, heading, *_ in columns)]) + " |",
+             "|---" * (len(columns) + 3 + len(references)) + "|"]
+    for target, rows in table.items():
+        for row, summary in rows.items():
+            counts = ["/".join(map(str, summary.get("reference-images", [])))] if with_references else []
+            cells = [figure(summary, column, digits, scale) for column, _, digits, scale in columns]
+            lines.append("| " + " | ".join([target, *counts, ROW_NAMES.get(row, row), str(summary["runs"]), *cells]) + " |")
+    return lines
 
 
 def figure(summary: dict, column: str, digits: int, scale: float = 1.0) -> str:
@@ -565,6 +588,9 @@ def parse_plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Pla
         adapt_flags=args.adapt_flags.split(),
         teacher=args.teacher,
     )
+    unknown = [target for target in plan.targets if target not in TARGETS + SUBPOPULATION_TARGETS]
+    if unknown:
+        parser.error(f"--targets {','.join(unknown)}: choose from {', '.join(TARGETS + SUBPOPULATION_TARGETS)}")
     if plan.teacher and DISTILLED in plan.methods and plan.teacher not in plan.methods:
         parser.error(f"--teacher {plan.teacher}: list it in --methods too (GDD distils its runs)")
     return plan
@@ -603,7 +629,8 @@ def measure(plan: Plan, jobs: int, work: Path, publish: Callable[[dict, dict], d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="openmoji only, seed 0, 200 samples of 10 DDIM steps per cell, a 50-step oracle, a quarter of each method's budget (GDD: an eighth), 2 jobs.")
-    parser.add_argument("--targets", help=f"Comma list of EmojiShift targets (default {','.join(TARGETS)}).")
+    parser.add_argument("--targets", help=f"Comma list of EmojiShift targets: {', '.join(TARGETS + SUBPOPULATION_TARGETS)} "
+                        f"(default {','.join(TARGETS)}).")
     parser.add_argument("--methods", default=",".join(METHODS), help="Comma list of methods to adapt with.")
     parser.add_argument("--anchors", default=",".join(ANCHORS), help="Comma list of anchors (empty: none).")
     parser.add_argument("--seeds", help="Comma list of seeds (default 0,1,2).")
