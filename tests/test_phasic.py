@@ -20,7 +20,8 @@ from tenshot.errors import TenshotError
 from tenshot.methods import build_method, load_for_sampling, method_options
 from tenshot.methods.base import Batch
 from tenshot.methods.frequency import low_pass
-from tenshot.methods.phasic import Phasic, ddc_distance, gate, gram, style_distance
+from tenshot.methods.phasic import (CODE_WEIGHT_BASE, CODE_WEIGHT_CEILING, PHASE_SPLIT, Phasic, code_rest_weight, code_times, ddc_distance,
+                                    gate, gram, shot_spread, style_distance)
 from tenshot.methods.translation import TranslationSettings, guided_latent, structure_guided_translation, translation_times
 from tenshot.models.bottleneck import encode, forward_with_bottleneck
 from tenshot.models.unet import DiffusionModel, new_model, save_model
@@ -151,6 +152,94 @@ def test_gram_and_style_loss_against_a_hand_computation():
     assert float(style_distance([maps], [gram(maps)])[0]) == 0.0
 
 
+def _one_hot_maps(channel: int) -> torch.Tensor:
+    """Maps ``(1, 3, 2, 2)`` whose Gram is e_c e_c^T: sqrt(3) on channel ``channel``, 0 elsewhere."""
+    maps = torch.zeros(1, 3, 2, 2)
+    maps[0, channel] = math.sqrt(3)
+    return maps
+
+
+def test_style_hinge_floors_eq5_at_the_shots_leave_one_out_spread():
+    shots = [_one_hot_maps(c) for c in range(3)]  # Grams e_i e_i^T: every pair at ||G_i - G_j||^2 = 2
+    grams = [torch.cat([gram(maps) for maps in shots])]
+    spread = shot_spread(grams)
+    torch.testing.assert_close(spread, torch.tensor([2.0]))
+    assert float(shot_spread([grams[0][:1]])[0]) == 0.0  # one shot: no spread, the hinge is Eq. 5
+    for maps in shots:  # a shot scores (m - 1)/m of the spread against the set, so the hinge leaves it alone
+        assert float(style_distance([maps], grams)[0]) == pytest.approx(4 / 3)
+        assert float(style_distance([maps], grams, floors=spread)[0]) == 0.0
+    centre = torch.zeros(1, 3, 1, 3)  # Gram I/3, the shots' mean: Eq. 5's minimum, (m - 1)/2m of the spread
+    centre[0, [0, 1, 2], 0, [0, 1, 2]] = math.sqrt(3)
+    torch.testing.assert_close(gram(centre)[0], torch.eye(3) / 3)
+    assert float(style_distance([centre], grams)[0]) == pytest.approx(2 / 3)
+    far = (3 * _one_hot_maps(0)).requires_grad_(True)  # beyond the spread: Eq. 5 minus the floor, same gradient
+    hinged = style_distance([far], grams, [0.5], floors=spread)
+    plain = style_distance([far], grams, [0.5])
+    torch.testing.assert_close(hinged, plain - 0.5 * 2.0)
+    assert torch.equal(torch.autograd.grad(hinged.sum(), far)[0], torch.autograd.grad(plain.sum(), far)[0])
+    near = centre.clone().requires_grad_(True)
+    hinged = style_distance([near], grams, floors=spread)
+    hinged.sum().backward()
+    assert float(hinged.detach()[0]) == 0.0 and float(near.grad.abs().max()) == 0.0
+
+
+def test_adaptation_on_the_shots_own_spread():
+    method = _method(feature_size=32)
+    method.source_images = _images(16, 6)
+    shots = _images(17, 5)
+    method.setup(shots)
+    torch.testing.assert_close(method.style_spread, shot_spread(method.target_grams))
+    assert method.options.style_rule == "hinge" and (method.style_spread > 0).all()
+    with torch.no_grad():
+        maps = method.encoder(shots)[1]
+    weights, floors = method.style_layer_weights, method.style_spread
+    own = style_distance(maps, method.target_grams, weights)  # each shot against the whole set, itself included
+    total_spread = float(floors.cpu() @ torch.tensor(weights))
+    assert float(own.mean()) == pytest.approx(4 / 5 * total_spread, rel=1e-4)  # (m - 1)/m of the spread, m = 5
+    hinged = style_distance(maps, method.target_grams, weights, floors)
+    assert float(hinged.max()) < float(own.max()) and float(hinged.min()) >= 0.0
+    batch = Batch(images=_images(18), generator=torch.Generator().manual_seed(3))
+    terms = method.losses(batch, 0)
+    assert 0 < float(terms["style_spread"]) and float(terms["style"]) <= float(terms["style_spread"]) * total_spread
+
+
+def test_code_times_cover_every_time_and_the_weights_stay_positive():
+    generator = torch.Generator().manual_seed(0)
+    large, rest = code_times(20_000, 20_000, 300, generator)
+    assert int(large.min()) == 300 and int(large.max()) == PHASE_SPLIT - 1
+    assert set(rest.tolist()) == set(range(300)) | set(range(PHASE_SPLIT, 1000))
+    both = torch.cat([large, rest]).float()  # every time equally often: each range in proportion to its length
+    for low, high in ((0, 300), (300, PHASE_SPLIT), (PHASE_SPLIT, 1000)):
+        assert float(((both >= low) & (both < high)).float().mean()) == pytest.approx((high - low) / 1000, abs=0.01)
+    times = torch.arange(1000)
+    rest_times = times[(times < 300) | (times >= PHASE_SPLIT)]
+    weight = code_rest_weight(rest_times, 300)
+    assert float(weight.min()) > 0
+    small = torch.arange(300)
+    torch.testing.assert_close(code_rest_weight(small, 300), (CODE_WEIGHT_CEILING - CODE_WEIGHT_BASE ** (small / 1000)) / 5)
+    at_split = CODE_WEIGHT_CEILING - CODE_WEIGHT_BASE ** (PHASE_SPLIT / 1000)
+    torch.testing.assert_close(code_rest_weight(torch.tensor([PHASE_SPLIT, 950, 999]), 300), torch.full((3,), at_split))
+
+
+def test_code_step_trains_the_shots_above_the_phase_split_and_repeats_under_its_generator(monkeypatch):
+    method = _method(feature_size=32)
+    method.source_images = _images(19, 6)
+    method.setup(_images(20, 3))
+    drawn = []
+    shot_diffusion = method._shot_diffusion
+    monkeypatch.setattr(method, "_shot_diffusion", lambda shots, times, generator: drawn.append(times) or shot_diffusion(shots, times, generator))
+    images = _images(21)
+    for step in range(30):
+        method.losses(Batch(images=images, generator=torch.Generator().manual_seed(step)), step)
+    rest = torch.cat(drawn[1::2])
+    assert int(rest.max()) >= PHASE_SPLIT and bool(((rest < 300) | (rest >= PHASE_SPLIT)).all())
+    assert int(method._model_times(rest, "cpu").max()) > int(method.model_time[PHASE_SPLIT])
+    first = method.losses(Batch(images=images, generator=torch.Generator().manual_seed(7)), 0)
+    again = method.losses(Batch(images=images, generator=torch.Generator().manual_seed(7)), 0)
+    for name, value in first.items():
+        assert torch.equal(value, again[name]), name
+
+
 # --- structure-guided translation ----------------------------------------------------------------------------
 
 
@@ -203,7 +292,7 @@ def test_adaptation_losses_train_the_unet_and_the_fusion(weighting):
     method.setup(_images(13, 3))
     assert method.direction.shape == (1280,) and len(method.target_grams) == 4
     terms = method.losses(Batch(images=_images(14), generator=torch.Generator().manual_seed(0)), 0)
-    assert {"total", "ddc", "style", "diffusion"} <= set(terms) and all(torch.isfinite(v) for v in terms.values())
+    assert {"total", "ddc", "style", "style_spread", "diffusion"} <= set(terms) and all(torch.isfinite(v) for v in terms.values())
     terms["total"].backward()
     assert method.unet.conv_in.weight.grad.abs().sum() > 0 and method.fusion.convs[0].weight.grad.abs().sum() > 0
     assert not any(p.requires_grad for p in method.encoder.parameters())
@@ -212,7 +301,8 @@ def test_adaptation_losses_train_the_unet_and_the_fusion(weighting):
 
 
 def test_options_and_errors():
-    for bad in ({"stage": "all"}, {"weighting": "both"}, {"fusion_steps": 0}, {"ddc_network": "dino"}, {"feature_size": 8}, {"lambda": 1}):
+    for bad in ({"stage": "all"}, {"weighting": "both"}, {"fusion_steps": 0}, {"ddc_network": "dino"}, {"feature_size": 8}, {"lambda": 1},
+                {"style_rule": "sample"}):
         with pytest.raises(TenshotError):
             method_options("phasic", bad)
     with pytest.raises(TenshotError, match="source-domain images"):

@@ -35,22 +35,42 @@ the fusion are trained with:
   L_DDC = mean over feature dims of (E(x^A) + w - E(x^{A->B}_0))^2, x^{A->B}_0 the one-step x0-prediction of
   the fused UNet from x^A_t, clamped to [-1, 1] (a per-dimension mean as in the code; the paper's squared norm
   differs by the constant dimension).
-- Style (Eq. 5): L_style = mean_i sum_l w_l ||G^l(x^{A->B}_0) - G^l(x^B_i)||_F^2, G = F F^T / (C H W) of
-  the feature maps of layer l; w_l = 1 on VGG, as the code; on EL0, whose unbounded block outputs make these
-  distances ~1e4, w_l = 1 / mean_i ||G^l(x^B_i)||_F^2 (order-1 distances, as VGG's).
+- Style (Eq. 5), with a floor at the shots' own spread (``style_rule``). Per layer l, with G = F F^T / (C H W)
+  of its feature maps, D_l(x) = mean_i ||G^l(x) - G^l(x^B_i)||_F^2 and the shots' leave-one-out spread
+  s_l = mean_{i != j} ||G^l(x^B_i) - G^l(x^B_j)||_F^2 (0 for a single shot)::
+
+      L_style = sum_l w_l max(0, D_l(x^{A->B}_0) - s_l)      (style_rule="hinge", the default)
+      L_style = sum_l w_l D_l(x^{A->B}_0)                     (style_rule="mean": Eq. 5 as paper and code)
+
+  Why: D_l is smallest at the shots' mean Gram, where it is (m - 1) / 2m of s_l (0.45 for ten shots), so Eq. 5
+  pulls every output towards that one average style, below the spread of the shots themselves: phasic's
+  noise-to-image samples collapsed in diversity with it (bench/results/quality.md). The hinge stops pulling
+  once an output is as close to the shots as a shot is on average to the others, and leaves the spread inside
+  that to the other terms; above it, its gradient is Eq. 5's. Comparing each output with one shot drawn per
+  sample (the paper's per-image form) would not help: i is drawn independently of the output, so its
+  expectation is Eq. 5, with the same pull. w_l = 1 on VGG, as the code; on EL0, whose unbounded block
+  outputs make these distances ~1e4, w_l = 1 / mean_i ||G^l(x^B_i)||_F^2 (order-1 distances, as VGG's). The
+  step logs ``style_spread`` = sum_l w_l D_l / sum_l w_l s_l, below 1 when outputs sit closer to the shots
+  than the shots sit to one another.
 - Diffusion (Eq. 6) on the shots, plain UNet: the per-sample mean of |eps^ - eps| (``diffusion_loss="l1"``,
   the code) or of its square (``"l2"``, the paper).
 - The phasic schedule, ``weighting``:
 
   - ``code`` (default; ``train-whole.py``): a(t) = 20^(t/1000), c = 20^0.9. Of a batch of B shots, the first
     B/2 are paired with B/2 source images at t ~ U{T_s..799} each: mean[a(t) (l_DDC L_DDC + l_style L_style)]
-    on the sources plus mean[(c - a(t)) L_dif] on those shots at the same t; the other B/2 shots take
-    t ~ U{0..T_s - 1} and add mean[(c - a(t)) L_dif] / 5. The code alternates these two phases over two
-    backward passes per optimiser step with 4 source and 4 + 4 target images; one tenshot step is that
-    optimiser step (``--batch-size 8`` reproduces its images per step).
+    on the sources plus mean[(c - a(t)) L_dif] on those shots at the same t; the other B/2 shots take t from
+    the times the transfer terms leave, U({0..T_s - 1} u {800..T - 1}), and add mean[d(t) L_dif] with
+    d(t) = (c - a(t)) / 5 below T_s (the code's t-small phase) and d(t) = c - a(800) from the split up. The
+    code alternates its two phases over two backward passes per optimiser step with 4 source and 4 + 4 target
+    images; one tenshot step is that optimiser step (``--batch-size 8`` reproduces its images per step).
+    Times: DDC and style train [T_s, 800), the code's range; the shots' diffusion term trains every time,
+    each with the same probability, because noise-to-image sampling starts at the top of the schedule. The
+    code never draws t >= 800 (its translation starts at 600) and its c - a(t) reaches 0 at t = 900 and
+    turns negative, so d(t) holds the diffusion weight of the split: above it no transfer term takes its
+    share a(t) of c.
   - ``paper`` (Eq. 7): L = m(t)(1 - w(t)) (l_DDC L_DDC + l_style L_style) + w(t) L_dif with
-    w(t) = 1 - (t/T)^alpha and t ~ U{0..T-1}, over B/2 source images and the B shots. alpha and the lambdas
-    are not in the paper's main text; 1 by default.
+    w(t) = 1 - (t/T)^alpha and t ~ U{0..T-1}, over B/2 source images and the B shots (every time, w > 0).
+    alpha and the lambdas are not in the paper's main text; 1 by default.
 
 The feature network E for DDC and style: the paper uses CLIP ViT-B/32 for DDC and VGG16 Gram matrices for
 style (``ddc_network="clip"``, ``style_network="vgg"``, used when their weights are present). By default both
@@ -62,7 +82,7 @@ beside them.
 
 **Generation.** ``tenshot translate`` runs :func:`tenshot.methods.translation.structure_guided_translation`
 (ICSG, Sec. 3.4) through the fused UNet conditioned on each input image; ``tenshot sample`` (noise to image)
-is the plain adapted UNet, without condition.
+is the plain adapted UNet, without condition, which the shots' diffusion term trains at every time it samples.
 
 The EMA covers the UNet and the fusion: the run's ``model/`` holds the UNet, ``method.safetensors`` the fusion.
 """
@@ -87,6 +107,7 @@ DIFFUSION_LOSSES = ("l1", "l2")
 FUSION_INITS = ("identity", "default")
 DDC_NETWORKS = ("el0", "clip")
 STYLE_NETWORKS = ("el0", "vgg")
+STYLE_RULES = ("hinge", "mean")
 PAPER_TIMES = 1000
 PHASE_SPLIT = 800  # the code's max_step: DDC and style see t in [T_s, 800) of the cosine schedule
 CODE_WEIGHT_BASE = 20.0  # a(t) = 20^(t/1000)
@@ -102,7 +123,8 @@ class PhasicOptions:
 
     ``stage``: both, init (stage 2 alone), adapt (stage 3 from the cached stage 2). ``fusion_steps``,
     ``fusion_batch_size``, ``fusion_lr``, ``fusion_init`` (identity, default): stage 2. ``weighting``: code or
-    paper; ``alpha``: the paper's w(t) exponent. ``ddc_weight``, ``style_weight``: the lambdas.
+    paper; ``alpha``: the paper's w(t) exponent. ``ddc_weight``, ``style_weight``: the lambdas. ``style_rule``:
+    hinge (Eq. 5 floored at the shots' own spread) or mean (Eq. 5 as paper and code).
     ``ddc_network`` (el0, clip), ``style_network`` (el0, vgg), ``feature_size``: EL0's input size.
     ``gate_time``: T_s on the cosine schedule. ``condition``: noised (code) or clean (paper).
     ``diffusion_loss``: l1 (code) or l2 (paper). ``source_count``: source images drawn for w, stage 2 and the
@@ -118,6 +140,7 @@ class PhasicOptions:
     alpha: float = 1.0
     ddc_weight: float = 1.0
     style_weight: float = 1.0
+    style_rule: str = "hinge"
     ddc_network: str = "el0"
     style_network: str = "el0"
     feature_size: int = 128
@@ -130,6 +153,7 @@ class PhasicOptions:
         choices = {
             "stage": STAGES, "weighting": WEIGHTINGS, "condition": CONDITIONS, "diffusion_loss": DIFFUSION_LOSSES,
             "fusion_init": FUSION_INITS, "ddc_network": DDC_NETWORKS, "style_network": STYLE_NETWORKS,
+            "style_rule": STYLE_RULES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -155,6 +179,30 @@ class PhasicOptions:
 def gate(t: torch.Tensor, gate_time: int) -> torch.Tensor:
     """m(t) = 1 / (1 + exp(-(t - T_s))) (Sec. 3.2): 0.5 at T_s, within 5e-5 of 0 or 1 ten steps away."""
     return torch.sigmoid(t.float() - gate_time)
+
+
+def code_times(large: int, rest: int, gate_time: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine times of the code weighting: ``large`` from U{T_s..799} (transfer terms and their shots) and
+    ``rest`` from the times they leave, U({0..T_s - 1} u {800..T - 1}); together every time equally often."""
+    large_times = torch.randint(gate_time, PHASE_SPLIT, (large,), generator=generator)
+    rest_times = torch.randint(0, gate_time + PAPER_TIMES - PHASE_SPLIT, (rest,), generator=generator)
+    return large_times, torch.where(rest_times < gate_time, rest_times, rest_times - gate_time + PHASE_SPLIT)
+
+
+def code_rest_weight(paper_times: torch.Tensor, gate_time: int) -> torch.Tensor:
+    """d(t) of the shots outside the transfer range: (c - a(t)) / 5 below T_s (the code's t-small phase), and
+    c - a(800) from the phase split up (c - a(t) reaches 0 at t = 900)."""
+    held = paper_times.clamp(max=PHASE_SPLIT).float()
+    weight = CODE_WEIGHT_CEILING - CODE_WEIGHT_BASE ** (held / PAPER_TIMES)
+    return torch.where(paper_times < gate_time, weight * SMALL_T_SHARE, weight)
+
+
+def _terms(total, ddc, style, spread, diffusion) -> dict[str, torch.Tensor]:
+    """The step's loss and its logged terms (``style_spread`` where the shots have a spread)."""
+    terms = {"total": total, "ddc": ddc.mean().detach(), "style": style.mean().detach(), "diffusion": diffusion.mean().detach()}
+    if spread is not None:
+        terms["style_spread"] = spread.mean()
+    return terms
 
 
 class ContentFusion(torch.nn.Module):
@@ -194,14 +242,30 @@ def gram(maps: torch.Tensor) -> torch.Tensor:
     return flat @ flat.transpose(1, 2) / (channels * height * width)
 
 
-def style_distance(maps: list[torch.Tensor], target_grams: list[torch.Tensor], layer_weights: list[float] | None = None) -> torch.Tensor:
-    """Eq. 5 per generated image: mean over the shots i of sum over layers l of w_l ||G^l(x) - G^l(x^B_i)||_F^2;
-    ``target_grams[l]`` is ``(m, C_l, C_l)``, ``layer_weights`` w_l (default all 1, as the code). ``(B,)``."""
+def shot_spread(target_grams: list[torch.Tensor]) -> torch.Tensor:
+    """s_l = mean over ordered pairs i != j of ||G^l(x^B_i) - G^l(x^B_j)||_F^2, the shots' leave-one-out
+    spread per layer, ``(L,)``; 0 for a single shot."""
+    spreads = []
+    for grams in target_grams:
+        count = grams.shape[0]
+        total = sum(float((grams[i] - grams).double().pow(2).sum()) for i in range(count))
+        spreads.append(total / (count * (count - 1)) if count > 1 else 0.0)
+    return torch.tensor(spreads)
+
+
+def style_distance(maps: list[torch.Tensor], target_grams: list[torch.Tensor], layer_weights: list[float] | None = None,
+                   floors: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 5 per generated image: sum over layers l of w_l D_l(x), D_l(x) = mean over the shots i of
+    ||G^l(x) - G^l(x^B_i)||_F^2 (``target_grams[l]`` is ``(m, C_l, C_l)``), or of w_l max(0, D_l(x) - s_l) with
+    ``floors`` s_l (:func:`shot_spread`); ``layer_weights`` w_l (default all 1, as the code). ``(B,)``."""
     weights = layer_weights or [1.0] * len(maps)
     total = 0.0
-    for layer, targets, weight in zip(maps, target_grams, weights):
-        difference = gram(layer)[:, None] - targets[None].to(layer.device)
-        total = total + weight * difference.pow(2).sum(dim=(2, 3)).mean(dim=1)
+    for layer, (targets, weight) in enumerate(zip(target_grams, weights)):
+        difference = gram(maps[layer])[:, None] - targets[None].to(maps[layer].device)
+        distance = difference.pow(2).sum(dim=(2, 3)).mean(dim=1)
+        if floors is not None:
+            distance = (distance - float(floors[layer])).clamp(min=0)
+        total = total + weight * distance
     return total
 
 
@@ -360,6 +424,7 @@ class Phasic(Method):
         self.style_layer_weights = [
             1.0 / float(grams.pow(2).sum(dim=(1, 2)).mean()) if self.options.style_network == "el0" else 1.0 for grams in self.target_grams
         ]
+        self.register_buffer("style_spread", shot_spread(self.target_grams).to(device), persistent=False)
 
     @property
     def target_grams(self) -> list[torch.Tensor]:
@@ -407,8 +472,9 @@ class Phasic(Method):
         x_t, noise = self._noised(shots, times, generator)
         return self._diffusion_distance(self.unet(x_t, times).sample, x_t, times, noise)
 
-    def _source_terms(self, count: int, paper_times: torch.Tensor, generator, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(L_DDC, L_style) per sample for ``count`` source images from the pool at ``paper_times``."""
+    def _source_terms(self, count: int, paper_times: torch.Tensor, generator, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(L_DDC, L_style, Eq. 5 over the shots' spread sum_l w_l s_l, or None for a single shot) per sample for
+        ``count`` source images from the pool at ``paper_times``."""
         index = torch.randint(len(self.source_pool), (count,), generator=generator).to(self.source_pool.device)
         sources = self.source_pool[index].to(device)
         times = self._model_times(paper_times, device)
@@ -417,7 +483,12 @@ class Phasic(Method):
         translated = self.model.schedule.predict(output, x_t, times).x0.clamp(-1, 1)
         embedding, maps = self.encoder(translated)
         ddc = ddc_distance(embedding, self.source_embeddings[index].to(device), self.direction)
-        return ddc, style_distance(maps, self.target_grams, self.style_layer_weights)
+        floors = self.style_spread if self.options.style_rule == "hinge" else None
+        style = style_distance(maps, self.target_grams, self.style_layer_weights, floors)
+        spread = float(self.style_spread.cpu() @ torch.tensor(self.style_layer_weights))
+        with torch.no_grad():
+            score = style_distance(maps, self.target_grams, self.style_layer_weights) / spread if spread > 0 else None
+        return ddc, style, score
 
     def losses(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         if self.stage == "init":
@@ -441,24 +512,22 @@ class Phasic(Method):
         return {"total": loss}
 
     def _code_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """The code's phasic schedule (module docstring): one optimiser step of ``train-whole.py``."""
+        """The code's phasic schedule (module docstring): one optimiser step of ``train-whole.py``, the rest of
+        the shots at every time the transfer terms leave."""
         options, generator, shots = self.options, batch.generator, batch.images
         half = shots.shape[0] // 2
-        large = torch.randint(options.gate_time, PHASE_SPLIT, (half,), generator=generator)
-        small = torch.randint(0, options.gate_time, (shots.shape[0] - half,), generator=generator)
+        large, rest = code_times(half, shots.shape[0] - half, options.gate_time, generator)
         weight_large = (CODE_WEIGHT_BASE ** (large.float() / PAPER_TIMES)).to(shots.device)
-        weight_small = (CODE_WEIGHT_BASE ** (small.float() / PAPER_TIMES)).to(shots.device)
-        ddc, style = self._source_terms(half, large, generator, shots.device)
+        ddc, style, spread = self._source_terms(half, large, generator, shots.device)
         transfer = (weight_large * options.ddc_weight * ddc).mean() + (weight_large * options.style_weight * style).mean()
         diffusion_large = self._shot_diffusion(shots[:half], large, generator)
-        diffusion_small = self._shot_diffusion(shots[half:], small, generator)
+        diffusion_rest = self._shot_diffusion(shots[half:], rest, generator)
         total = (
             transfer
             + ((CODE_WEIGHT_CEILING - weight_large) * diffusion_large).mean()
-            + ((CODE_WEIGHT_CEILING - weight_small) * diffusion_small).mean() * SMALL_T_SHARE
+            + (code_rest_weight(rest, options.gate_time).to(shots.device) * diffusion_rest).mean()
         )
-        diffusion = torch.cat([diffusion_large, diffusion_small]).mean().detach()
-        return {"total": total, "ddc": ddc.mean().detach(), "style": style.mean().detach(), "diffusion": diffusion}
+        return _terms(total, ddc, style, spread, torch.cat([diffusion_large, diffusion_rest]))
 
     def _paper_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Eq. 7: m(t)(1 - w(t)) (l_DDC L_DDC + l_style L_style) + w(t) L_dif, w(t) = 1 - (t/T)^alpha."""
@@ -470,12 +539,12 @@ class Phasic(Method):
         def w(paper_times):
             return (1.0 - (paper_times.float() / PAPER_TIMES) ** options.alpha).to(shots.device)
 
-        ddc, style = self._source_terms(half, source_times, generator, shots.device)
+        ddc, style, spread = self._source_terms(half, source_times, generator, shots.device)
         m = gate(self._model_times(source_times, shots.device), self.gate_time)
         transfer = (m * (1 - w(source_times)) * (options.ddc_weight * ddc + options.style_weight * style)).mean()
         diffusion = self._shot_diffusion(shots, shot_times, generator)
         total = transfer + (w(shot_times) * diffusion).mean()
-        return {"total": total, "ddc": ddc.mean().detach(), "style": style.mean().detach(), "diffusion": diffusion.mean().detach()}
+        return _terms(total, ddc, style, spread, diffusion)
 
     # --- saving ---------------------------------------------------------------------------------------
 
