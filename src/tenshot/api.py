@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import AdaptConfig, DemoConfig, DistillConfig, PretrainConfig, ReportConfig, SampleConfig, TrainConfig, TranslateConfig, load_yaml, save_yaml, to_dict
+from .config import AdaptConfig, DemoConfig, DistillConfig, ExportConfig, PretrainConfig, ReportConfig, SampleConfig, TrainConfig, TranslateConfig, load_yaml, save_yaml, to_dict
 from .errors import TenshotError
 
 
@@ -25,6 +25,7 @@ class RunResult:
     seconds: float
     final_losses: dict[str, float] = field(default_factory=dict)
     report: Path | None = None  # report.html, written by the main process
+    stopped: object | None = None  # a tenshot.train.loop.CopyStop when stop_on_copies ended the run
 
 
 @dataclass
@@ -73,17 +74,17 @@ def _prepare_run(out: Path, config, resume: bool) -> None:
     state.wait_for_everyone()
 
 
-def _train_and_export(method, images: np.ndarray, train: TrainConfig, out: Path, resume: bool) -> RunResult:
+def _train_and_export(method, images: np.ndarray, train: TrainConfig, out: Path, resume: bool, monitor=None, stop_on_copies: float | None = None) -> RunResult:
     from .train.loop import Trainer
 
-    trainer = Trainer(method, images, train, out, resume=resume)
+    trainer = Trainer(method, images, train, out, resume=resume, monitor=monitor, stop_on_copies=stop_on_copies)
     result = trainer.train()
     if trainer.is_main:
         result.ema.copy_to(method.averaged_module())
         _export(method, out)
     page = report(ReportConfig(run=str(out))).path if trainer.is_main else None
     trainer.accelerator.wait_for_everyone()
-    return RunResult(run=out, model=out / "model", steps=result.steps, seconds=result.seconds, final_losses=result.final_losses, report=page)
+    return RunResult(run=out, model=out / "model", steps=result.steps, seconds=result.seconds, final_losses=result.final_losses, report=page, stopped=result.stopped)
 
 
 def _export(method, out: Path) -> None:
@@ -117,6 +118,46 @@ def _replace_folder(target: Path, write) -> None:
             shutil.rmtree(staging)
 
 
+def export(config: ExportConfig) -> Path:
+    """Write ``config.out``: a copy of the run's ``config.yaml`` and the weights of its checkpoint at ``config.step``,
+    its trainable parameters and EMA loaded into the run's method and exported as :func:`_train_and_export`
+    exports the last step (``model/`` and ``method.safetensors``). A run's EMA at step N equals the final weights
+    of the same run trained for N steps when nothing in it depends on the total (adapt's constant learning rate
+    after warm-up 0): one long run gives a budget curve."""
+    from .methods import load_for_sampling
+    from .models.ema import EMA
+    from .train.checkpoint import list_checkpoints, load_checkpoint
+
+    config.validate()
+    run, out = Path(config.run), Path(config.out)
+    steps = dict(list_checkpoints(run / "checkpoints"))
+    if config.step not in steps:
+        raise TenshotError(f"{run}: no checkpoint of step {config.step} (checkpoints: {', '.join(map(str, sorted(steps))) or 'none'})")
+    if _occupied(out):
+        raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
+    method = load_for_sampling(run)
+    state = load_checkpoint(steps[config.step])
+    parameters = dict(method.named_parameters())
+    with torch.no_grad():
+        for name, value in state["trainable"].items():
+            if name in parameters:
+                parameters[name].copy_(value)
+    ema = EMA(method.averaged_module())
+    try:
+        ema.load_state_dict(state["ema"])
+    except (KeyError, ValueError) as error:
+        raise TenshotError(f"{steps[config.step]}: checkpoint does not match the run's method ({error})") from None
+    ema.copy_to(method.averaged_module())
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(staging: Path) -> None:
+        shutil.copyfile(run / "config.yaml", staging / "config.yaml")
+        _export(method, staging)
+
+    _replace_folder(out, write)
+    return out
+
+
 def pretrain(config: PretrainConfig, resume: bool = False) -> RunResult:
     """Train a UNet preset from scratch on ``config.data`` (the source model of later adaptations)."""
     from .data import load_domain
@@ -146,6 +187,8 @@ def adapt(config: AdaptConfig, resume: bool = False) -> RunResult:
     if is_one_step(model.unet):
         raise TenshotError(f"{config.source}: a one-step generator (tenshot distill), not a diffusion model; adapt its teacher instead")
     images = load_domain(config.target, model.size, default_split="shots", minimum=1)
+    if config.stop_on_copies is not None and len(images) < 2:
+        raise TenshotError(f"{config.target}: --stop-on-copies compares samples with the spacing of the shots; it needs at least 2 images")
     torch.manual_seed(config.train.seed)  # a method's random initial state (CRDI's embeddings) follows --seed
     method = build_method(config.method, model, config.options)
     source = None
@@ -163,7 +206,19 @@ def adapt(config: AdaptConfig, resume: bool = False) -> RunResult:
         initialised_alone = _initialise(method, initialisation, source, config, out, resume)
         if initialised_alone is not None:
             return initialised_alone
-    return _train_and_export(method, images, config.train, out, resume)
+    monitor = _copy_monitor(images, config)
+    return _train_and_export(method, images, config.train, out, resume, monitor, config.stop_on_copies)
+
+
+def _copy_monitor(shots: np.ndarray, config: AdaptConfig):
+    """The memorisation monitor of an adapt run (:mod:`tenshot.metrics.memorisation`), on the main process
+    whenever the run previews."""
+    from .metrics.memorisation import CopyMonitor
+    from .train.loop import distributed_state
+
+    if config.train.preview_count == 0 or not distributed_state().is_main_process:
+        return None
+    return CopyMonitor(shots)
 
 
 TEACHER_FOLDER = "teacher"

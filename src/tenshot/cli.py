@@ -153,6 +153,12 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--source-data", default=None, help="Source-domain images for methods that use them (phasic): folder or emoji:STYLE[:SPLIT] (default split all); default: the dataset the source model's card names, else 1,000 samples of the source model (cached).")
 @click.option("--stage", type=click.Choice(["both", "init", "adapt"]), default=None, help="phasic: init (stage 2 alone: fusion initialisation on source images, UNet frozen, cached per source model; no stage 3), adapt (stage 3 from the cached stage 2) or both (default).")
 @click.option("--fusion-steps", type=int, default=None, help="phasic: optimiser steps of stage 2 (default 200, batch 8).")
+@click.option(
+    "--stop-on-copies", type=float, default=None, metavar="SHARE",
+    help="Stop at the first preview where more than SHARE of the samples are nearer to a shot than the two closest "
+    "shots are to each other (the memorisation monitor, logged at every preview), and export the EMA of the last "
+    "preview at or below it. Off by default.",
+)  # fmt: skip
 @click.option("--out", required=True, help="Run folder.")
 @_training_options(ADAPT.train)
 def adapt(**values):
@@ -167,7 +173,26 @@ def adapt(**values):
         values.pop(flag)
     config = AdaptConfig(train=train, options=options, **values)
     result = api.adapt(config, resume=resume)
+    if result.stopped is not None:
+        _echo_main(
+            f"stopped on copies at step {result.stopped.step} ({result.stopped.share:.0%} of the previews); "
+            f"the model is the EMA of step {result.stopped.kept_step}"
+        )
     _echo_main(f"model: {result.model}\nrun: {result.run} ({result.steps} steps, {result.seconds:.0f} s)\nreport: {result.report}")
+
+
+@main.command()
+@click.argument("run")
+@click.option("--step", type=int, required=True, help="The checkpoint to export (checkpoints/step-N).")
+@click.option("--out", required=True, help="Run folder to write: config.yaml, model/ and method.safetensors.")
+def export(**values):
+    """The weights of RUN at a checkpoint (its EMA, as model/ holds at the end) as a run folder that sample,
+    evaluate and translate take: an earlier step of a run, such as the last before the memorisation monitor
+    saw copies."""
+    from . import api
+    from .config import ExportConfig
+
+    _echo_main(f"run: {api.export(ExportConfig(**values))}")
 
 
 DISTILL = DistillConfig()

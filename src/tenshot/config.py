@@ -112,6 +112,8 @@ class AdaptConfig:
     # source-domain images for methods that use them (phasic); None: the dataset the source model's card names,
     # else samples of the source model (tenshot.source_images)
     source_data: str | None = None
+    # stop at the first preview whose share of copies of the shots exceeds this (tenshot.metrics.memorisation)
+    stop_on_copies: float | None = None
     train: TrainConfig | None = None
 
     def __post_init__(self):
@@ -124,6 +126,11 @@ class AdaptConfig:
         self.train.validate()
         if self.method not in METHODS:
             raise TenshotError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.stop_on_copies is not None:
+            if not 0.0 <= self.stop_on_copies < 1.0:
+                raise TenshotError(f"stop-on-copies is a share of the previews in [0, 1), got {self.stop_on_copies}")
+            if self.train.preview_count == 0:
+                raise TenshotError("stop-on-copies watches the previews: give --preview-count above 0")
 
 
 DISTILL_DATA = ("teacher", "shots", "teacher+shots")
@@ -369,3 +376,17 @@ class ReportConfig:
             raise TenshotError(f"n must be between 1 and 256, got {self.n}")
         if self.steps < 1:
             raise TenshotError(f"steps must be at least 1, got {self.steps}")
+
+
+@dataclass
+class ExportConfig:
+    """``tenshot export``: the weights of a run's checkpoint ``checkpoints/step-N`` (its EMA, as ``model/`` holds at
+    the end of a run) as a run folder ``out`` that ``sample``, ``evaluate`` and ``translate`` take."""
+
+    run: str = "runs/adapt"
+    step: int = 0
+    out: str = "runs/export"
+
+    def validate(self) -> None:
+        if self.step < 1:
+            raise TenshotError(f"step must be at least 1, got {self.step}")

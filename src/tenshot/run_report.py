@@ -2,7 +2,8 @@
 
 The page shows
 - the run's ``config.yaml`` and a summary (method, source, target, steps, time, final losses);
-- one loss curve per logged key of ``log.jsonl``, drawn with Pillow (:mod:`tenshot.plot`);
+- one loss curve per logged key of ``log.jsonl``, drawn with Pillow (:mod:`tenshot.plot`), and the memorisation
+  monitor's curves where an adapt run logged them (:mod:`tenshot.metrics.memorisation`);
 - the fixed-noise grids ``samples/step-N.png`` in step order;
 - a table of ``metrics.json`` files (the run's own and any given), keys in DESIGN.md's order;
 - for runs with target shots (``adapt``, ``demo``): the shots, and a few samples each beside its nearest
@@ -39,6 +40,7 @@ from .errors import TenshotError
 REPORT_FILE = "report.html"
 GRID_NAME = re.compile(r"^step-(\d+)\.png$")
 NOT_LOSSES = ("step", "lr", "seconds")
+MONITOR_PREFIX = "monitor/"
 GRID_DISPLAY_WIDTH = 280  # CSS pixels a training grid is scaled towards (by a whole factor)
 PAIR_DISPLAY_SIZE = 96  # CSS pixels a sample or shot is scaled towards (by a whole factor)
 SHOWN_SHOTS = 40  # target images shown in the shots row (all of them are searched for the nearest)
@@ -109,12 +111,15 @@ def read_log(path: Path) -> tuple[list[dict], int]:
     return records, skipped
 
 
-def loss_series(records: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
-    """``key -> (steps, values)`` for every numeric logged key but step, lr and seconds; ``total`` first."""
+def loss_series(records: list[dict], monitor: bool = False) -> dict[str, tuple[list[float], list[float]]]:
+    """``key -> (steps, values)`` for every numeric logged key but step, lr and seconds; ``total`` first. The
+    memorisation monitor's keys (``monitor/...``, :mod:`tenshot.metrics.memorisation`) alone with ``monitor``."""
     series: dict[str, tuple[list[float], list[float]]] = {}
     for record in records:
         for key, value in record.items():
             if key in NOT_LOSSES or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if key.startswith(MONITOR_PREFIX) != monitor:
                 continue
             steps, values = series.setdefault(key, ([], []))
             steps.append(float(record["step"]))
@@ -269,8 +274,9 @@ def _summary(run: Path, run_config: dict, records: list[dict]) -> str:
             rows.append((key, str(run_config[key])))
     if run_config.get("options"):
         rows.append(("options", ", ".join(f"{k}={v}" for k, v in run_config["options"].items())))
-    if records:
-        last = records[-1]
+    losses = [record for record in records if not any(key.startswith(MONITOR_PREFIX) for key in record)]
+    if losses:
+        last = losses[-1]
         planned = (run_config.get("train") or {}).get("steps")
         rows.append(("steps", f"{last['step']}" + (f" of {planned}" if planned else "")))
         if "seconds" in last:
@@ -280,17 +286,33 @@ def _summary(run: Path, run_config: dict, records: list[dict]) -> str:
     return f"<table>{body}</table>"
 
 
-def _losses_section(series: dict, skipped: int) -> str:
+def _curves(series: dict, what: str) -> str:
     from .plot import HEIGHT, WIDTH, line_plot
 
-    if not series:
-        return '<p class="note">No losses logged (no log.jsonl).</p>'
     figures = [
-        f"<figure>{_img(line_plot(steps, values, key), f'{key} loss curve', WIDTH, HEIGHT, pixels=False)}</figure>"
+        f"<figure>{_img(line_plot(steps, values, key), f'{key} {what}', WIDTH, HEIGHT, pixels=False)}</figure>"
         for key, (steps, values) in series.items()
     ]
+    return f'<div class="row">{"".join(figures)}</div>'
+
+
+def _losses_section(series: dict, skipped: int) -> str:
+    if not series:
+        return '<p class="note">No losses logged (no log.jsonl).</p>'
     note = f'<p class="note">{skipped} unreadable line(s) of log.jsonl skipped.</p>' if skipped else ""
-    return f'<div class="row">{"".join(figures)}</div>{note}'
+    return _curves(series, "loss curve") + note
+
+
+def _monitor_section(records: list[dict]) -> str:
+    stops = [record for record in records if isinstance(record.get("stopped-on-copies"), dict)]
+    note = (
+        "Each preview scored against the shots (tenshot.metrics.memorisation): the mean distance of a sample to its "
+        "nearest shot, and the share of samples nearer to a shot than the two closest shots are to each other."
+    )
+    if stops:
+        stop = stops[-1]
+        note += f" Training stopped on copies at step {stop['step']}; the model is the EMA of step {stop['stopped-on-copies'].get('kept-step')}."
+    return _curves(loss_series(records, monitor=True), "monitor curve") + f'<p class="note">{html.escape(note)}</p>'
 
 
 def _grids_section(grids: list[tuple[int, Path]]) -> str:
@@ -362,6 +384,7 @@ def render_html(run: Path, run_config: dict, config_text: str, records: list[dic
     sections = [
         ("summary", "Summary", _summary(run, run_config, records)),
         ("losses", "Loss curves", _losses_section(loss_series(records), skipped)),
+        *([("monitor", "Memorisation monitor", _monitor_section(records))] if loss_series(records, monitor=True) else []),
         ("grids", "Samples over training", _grids_section(grids)),
         ("metrics", "Metrics", _metrics_section(tables)),
     ]

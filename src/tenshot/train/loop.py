@@ -8,6 +8,10 @@ Methods with several parameter groups (:meth:`Method.parameter_groups`, e.g. GAN
 get one AdamW per group; each step runs the groups in their declared order, each on its own losses, with the
 group's gradients accumulated, clipped and stepped, then every gradient cleared. All phases of a step see
 the same micro-batches, and one generator per micro-batch serves the phases in turn.
+
+A ``monitor`` (:class:`tenshot.metrics.memorisation.CopyMonitor`) scores every preview against the shots and
+logs its figures; with ``stop_on_copies`` the run stops at the first preview whose copy share exceeds it and
+exports the EMA weights of the last preview at or below it (the source model's, if none was).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import math
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +37,22 @@ from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 
 
 @dataclass
+class CopyStop:
+    """Where ``stop_on_copies`` ended a run: the step whose preview crossed, its copy share, and the step whose
+    EMA weights were kept."""
+
+    step: int
+    share: float
+    kept_step: int
+
+
+@dataclass
 class TrainResult:
     steps: int
     seconds: float  # the training loop's, summed over the parts of a resumed run
     final_losses: dict[str, float]
     ema: EMA
+    stopped: CopyStop | None = None
 
 
 class _StopFlag:
@@ -153,6 +169,16 @@ def _truncate_log(path: Path, step: int) -> None:
         path.write_text("".join(kept))
 
 
+def _copy_stop_record(path: Path) -> dict | None:
+    """The log record of a run that ``stop_on_copies`` ended, if any."""
+    if not path.is_file():
+        return None
+    for line in path.read_text().splitlines():
+        if '"stopped-on-copies"' in line:
+            return json.loads(line)
+    return None
+
+
 def _flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     mask = torch.rand(images.shape[0], generator=generator) < 0.5
     return torch.where(mask[:, None, None, None], images.flip(-1), images)
@@ -178,7 +204,10 @@ def _checked_groups(method: Method) -> list[ParameterGroup]:
 class Trainer:
     """Runs a :class:`Method` for ``config.steps`` optimiser steps on ``images`` and writes into ``run``."""
 
-    def __init__(self, method: Method, images: np.ndarray, config: TrainConfig, run: Path, resume: bool = False):
+    def __init__(
+        self, method: Method, images: np.ndarray, config: TrainConfig, run: Path, resume: bool = False,
+        monitor: Callable[[np.ndarray], dict[str, float]] | None = None, stop_on_copies: float | None = None,
+    ):  # fmt: skip
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 
@@ -215,6 +244,9 @@ class Trainer:
         self.start_step, self.seconds_before = 0, 0.0  # where a resumed run goes on from: its step and training seconds
         if resume:
             self._resume()
+        self.monitor = monitor
+        self.stop_on_copies = stop_on_copies
+        self.kept = (self.start_step, self._ema_copy())  # the last preview at or below stop_on_copies
 
     @property
     def is_main(self) -> bool:
@@ -245,6 +277,12 @@ class Trainer:
         checkpoints = list_checkpoints(self.run / "checkpoints")
         if not checkpoints:
             raise TenshotError(f"{self.run}: no checkpoint to resume from")
+        stopped = _copy_stop_record(self.run / "log.jsonl")
+        if stopped is not None:
+            raise TenshotError(
+                f"{self.run}: stopped on copies at step {stopped['step']} and exported the EMA of step "
+                f"{stopped['stopped-on-copies']['kept-step']}; start a new run to train further"
+            )
         step, path = checkpoints[-1]
         state = load_checkpoint(path)
         trainable = self._trainable_state()
@@ -293,11 +331,17 @@ class Trainer:
             images = _flip(images, generator)
         return Batch(images=images.to(self.accelerator.device), generator=generator)
 
-    def preview(self, step: int) -> None:
+    def _ema_copy(self) -> dict[str, torch.Tensor] | None:
+        """The EMA state when ``stop_on_copies`` may need it back, on the CPU."""
+        if self.stop_on_copies is None:
+            return None
+        return {name: value.detach().cpu().clone() for name, value in self.ema.state_dict().items()}
+
+    def preview(self, step: int) -> np.ndarray | None:
         """A fixed-noise grid at ``samples/step-N.png``: the method's own sampler (``preview_steps``) with the
-        EMA weights swapped into the averaged module for the duration."""
+        EMA weights swapped into the averaged module for the duration. Returns its images (uint8)."""
         if not self.is_main or self.config.preview_count == 0:
-            return
+            return None
         method = self.method
         size = method.model.size
         device = self.accelerator.device
@@ -313,8 +357,35 @@ class Trainer:
         finally:
             module.load_state_dict(current)
             method.train()
+        images = to_uint8(images)
         (self.run / "samples").mkdir(parents=True, exist_ok=True)
-        save_png(make_grid(to_uint8(images)), self.run / "samples" / f"step-{step}.png")
+        save_png(make_grid(images), self.run / "samples" / f"step-{step}.png")
+        return images
+
+    def _watch(self, step: int, images: np.ndarray | None, log_path: Path) -> CopyStop | None:
+        """Score a preview with the monitor and log it; a :class:`CopyStop` when its copy share exceeds
+        ``stop_on_copies``, else remember this step's EMA as the one to keep."""
+        from ..metrics.memorisation import SHARE_KEY
+
+        stop = None
+        if self.monitor is not None and images is not None:
+            scores = self.monitor(images)
+            share = scores.get(SHARE_KEY)
+            record = {"step": step, **scores}
+            if self.stop_on_copies is not None and share is not None and share > self.stop_on_copies:
+                stop = CopyStop(step=step, share=share, kept_step=self.kept[0])
+                record["stopped-on-copies"] = {"kept-step": stop.kept_step, "threshold": self.stop_on_copies}
+            elif self.stop_on_copies is not None:
+                self.kept = (step, self._ema_copy())
+            with open(log_path, "a") as log:
+                log.write(json.dumps(record) + "\n")
+        # a decision of the main process (the only one that previews) reaches every rank
+        flag = torch.tensor([stop.kept_step if stop else -1, stop.step if stop else -1], dtype=torch.float64, device=self.accelerator.device)
+        if self.stop_on_copies is not None and self.accelerator.num_processes > 1:
+            flag = self.accelerator.reduce(flag, reduction="max")
+        if flag[0] < 0:
+            return None
+        return stop or CopyStop(step=int(flag[1]), share=float("nan"), kept_step=int(flag[0]))
 
     def _phase_key(self, group: ParameterGroup, key: str) -> str:
         """Log name of a loss term: as the method named it for one group, ``GROUP/TERM`` for several."""
@@ -374,8 +445,9 @@ class Trainer:
                         record = {"step": step, "lr": lr, "seconds": round(time.perf_counter() - self.started, 3), **sums}
                         with open(log_path, "a") as log:
                             log.write(json.dumps(record) + "\n")
+                stopped = None
                 if step % config.preview_every == 0 or step == config.steps:
-                    self.preview(step)
+                    stopped = self._watch(step, self.preview(step), log_path)
                 path = None
                 if step % config.checkpoint_every == 0 or step == config.steps:
                     path = self._checkpoint(step)
@@ -387,5 +459,8 @@ class Trainer:
                 if self.accelerator.check_trigger() and step < config.steps:
                     bar.close()
                     raise Interrupted(step, path or self._checkpoint(step))
+                if stopped is not None:
+                    self.ema.load_state_dict(self.kept[1])
+                    break
         bar.close()
-        return TrainResult(steps=step, seconds=time.perf_counter() - self.started, final_losses=losses, ema=self.ema)
+        return TrainResult(steps=step, seconds=time.perf_counter() - self.started, final_losses=losses, ema=self.ema, stopped=stopped)
