@@ -284,6 +284,19 @@ def test_distill_then_sample_in_one_evaluation(teacher, image_folder, tmp_path):
     assert result.exit_code == 2 and "one-step generator" in result.output and not (tmp_path / "re").exists()
 
 
+def test_export_of_the_last_checkpoint_is_the_distilled_run(teacher, image_folder, tmp_path):
+    """``tenshot export`` of a distillation's checkpoint: the generator's EMA and the discriminator heads, as the run
+    itself exported them at its end (what bench/distillation.py scores at every checkpoint)."""
+    run = tmp_path / "distilled"
+    assert _distill(teacher, run, str(image_folder), 4).exit_code == 0
+    result = CliRunner().invoke(main, ["export", str(run), "--step", "4", "--out", str(tmp_path / "step-4")])
+    assert result.exit_code == 0, result.output
+    for name in ("model/diffusion_pytorch_model.safetensors", "method.safetensors"):
+        first, second = load_file(str(run / name)), load_file(str(tmp_path / "step-4" / name))
+        assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first), name
+    assert isinstance(load_for_sampling(tmp_path / "step-4"), GDD)
+
+
 def test_ctrl_c_while_drawing_teacher_images_is_one_line_and_keeps_nothing_half_written(teacher, tmp_path):
     out = tmp_path / "stopped"
     process = subprocess.Popen(

@@ -137,11 +137,11 @@ def export(config: ExportConfig) -> Path:
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
     method = load_for_sampling(run)
     state = load_checkpoint(steps[config.step])
-    parameters = dict(method.named_parameters())
+    tensors = dict(method.named_parameters()) | dict(method.named_buffers())  # a checkpoint's trainable state holds both
     with torch.no_grad():
         for name, value in state["trainable"].items():
-            if name in parameters:
-                parameters[name].copy_(value)
+            if name in tensors:
+                tensors[name].copy_(value)
     ema = EMA(method.averaged_module())
     try:
         ema.load_state_dict(state["ema"])

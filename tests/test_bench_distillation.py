@@ -1,0 +1,37 @@
+"""``bench/distillation.py``'s bookkeeping: the table of teacher rows and generator points, merged across parts,
+and its plot."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+from PIL import Image
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+spec = importlib.util.spec_from_file_location("distillation", REPO / "bench" / "distillation.py")
+distillation = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(distillation)
+
+
+def row(fid: float, **extra) -> dict:
+    return {"fid-el0": fid, "kid-el0": 0.05, "swd": 40.0, "recall-el0": 0.2, **extra}
+
+
+def test_rows_merge_across_parts_and_draw(tmp_path, monkeypatch):
+    monkeypatch.setattr(distillation, "RESULTS", tmp_path)
+    settings = {"teacher": "runs/t", "target": "openmoji", "n": 1000, "date": "2026-12-03", "command": "python bench/distillation.py"}
+    first = {"settings": settings, "teacher": [row(150.0, steps=1), row(75.0, steps=25)], "generator": []}
+    distillation.publish(first, "d")
+    second = {"settings": settings, "teacher": [row(70.0, steps=25)], "generator": [row(110.0, label="gdd-i", step=250, seconds=600.0)]}
+    distillation.publish(second, "d")
+    combined = json.loads((tmp_path / "d.json").read_text())
+    assert sorted((r["steps"], r["fid-el0"]) for r in combined["teacher"]) == [(1, 150.0), (25, 70.0)]
+    text = (tmp_path / "d.md").read_text()
+    assert "| teacher, DDIM 1 | | 150.0 | 0.050 | 40.0 | 0.200 |" in text
+    assert "| gdd-i, step 250 | 10.0 | 110.0 |" in text
+    with Image.open(tmp_path / "d.png") as image:
+        assert image.width > 600
