@@ -110,13 +110,18 @@ def monitor_points(run: Path, target: str) -> list[dict]:
     return points
 
 
-def reference_copy_share(target: str) -> float:
-    """The monitor's copy share of the target's own reference images: what a generator of the domain scores."""
+def reference_copy_share(work: Path, target: str) -> float:
+    """The monitor's copy share of the target's own reference images: what a generator of the domain scores
+    (cached in the work folder)."""
     from tenshot.data.domains import load_domain
     from tenshot.metrics.memorisation import SHARE_KEY, CopyMonitor
 
-    monitor = CopyMonitor(load_domain(f"emoji:{target}", 32, default_split="shots"))
-    return monitor(load_domain(f"emoji:{target}", 32, default_split="reference"))[SHARE_KEY]
+    done = work / "curves" / f"{target}.reference-share.json"
+    if not done.is_file():
+        monitor = CopyMonitor(load_domain(f"emoji:{target}", 32, default_split="shots"))
+        done.parent.mkdir(parents=True, exist_ok=True)
+        quality.write_json(done, {"share": monitor(load_domain(f"emoji:{target}", 32, default_split="reference"))[SHARE_KEY]})
+    return json.loads(done.read_text())["share"]
 
 
 def stop_step(points: list[dict], share: float) -> int | None:
@@ -271,7 +276,7 @@ def main() -> None:
     parts = [int(b) for b in args.sample_budgets.split(",")] if args.sample_budgets else budgets
     results = {"settings": {"targets": targets, "methods": methods, "seeds": seeds, "budgets": budgets, "n": args.n, "preview-count": 16,
                             "date": time.strftime("%Y-%m-%d"), "command": "python bench/curves.py " + " ".join(sys.argv[1:])},
-               "cells": [], "monitor": [], "stops": [], "reference-share": {target: reference_copy_share(target) for target in targets}}  # fmt: skip
+               "cells": [], "monitor": [], "stops": [], "reference-share": {target: reference_copy_share(args.work, target) for target in targets}}  # fmt: skip
     for target in targets:
         for method in methods:
             for rank, seed in enumerate(seeds):
