@@ -147,10 +147,9 @@ class DistillConfig:
     ``options`` are GDD's (``variant`` gdd-i or gdd, ...). The EMA's half-life is ``ema_half_life`` times
     ``train.steps`` (None: ``train.ema_beta``).
 
-    The defaults fit about 30 minutes at 32 px on 2 CPU cores: 1,000 teacher samples at 25 DDIM steps (half the
-    2,000 of METHODS.md) and 500 GDD-I steps of batch 8. Measured on noto-32 by ``bench/speed.py`` (fp32, 2
-    cores without AMX): 1.37 teacher images/s, so about 12 minutes of sampling (24 for 2,000), and 2.3 s a
-    step, so about 19 of training.
+    The defaults are 1,000 teacher samples at 25 DDIM steps (half the 2,000 of METHODS.md) and 500 GDD-I steps
+    of batch 8, chosen to fit about 30 minutes at 32 px on 2 CPU cores; ``bench/results/speed.md`` has the
+    measured sampling and step times they come from.
     """
 
     model: str = "noto-32"
