@@ -58,7 +58,7 @@ def distilled_run(work: Path, teacher: str, target: str, steps: int, every: int,
 def loop_seconds_at(run: Path, step: int) -> float:
     """The training loop's seconds when ``run`` finished ``step`` (its ``log.jsonl``)."""
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    return next(record["seconds"] for record in records if record.get("step") == step and "seconds" in record)
+    return next(record["seconds"] for record in records if record["step"] == step)
 
 
 def markdown(results: dict) -> str:

@@ -210,8 +210,7 @@ def adapt_figures(timing: dict) -> dict:
 def loop_seconds(run_folder: Path) -> float:
     """The training loop's own seconds in ``run_folder`` (its ``log.jsonl``, whose clock goes on across a resume):
     the whole process's less start-up, export and the closing report."""
-    records = [json.loads(line) for line in (run_folder / "log.jsonl").read_text().splitlines()]
-    return [record for record in records if "seconds" in record][-1]["seconds"]  # the monitor's records have none
+    return json.loads((run_folder / "log.jsonl").read_text().splitlines()[-1])["seconds"]
 
 
 def cached(cell: Path, command: str) -> dict | None:

@@ -63,7 +63,8 @@ def test_adapt_logs_the_monitor_at_every_preview(source, tmp_path):
     records = [json.loads(line) for line in (result.run / "log.jsonl").read_text().splitlines()]
     monitored = [record for record in records if SHARE_KEY in record]
     assert [record["step"] for record in monitored] == [2, 4]
-    assert all(0.0 <= record[SHARE_KEY] <= 1.0 and record[NEAREST_KEY] > 0 for record in monitored)
+    assert all(0.0 <= record[SHARE_KEY] <= 1.0 and record[NEAREST_KEY] > 0 and "total" in record for record in monitored)
+    assert [record["step"] for record in records] == [1, 2, 3, 4]  # one record a step, the monitor's in the preview's
     assert result.stopped is None
     assert "Memorisation monitor" in result.report.read_text()
 

@@ -36,6 +36,7 @@ from PIL import Image
 
 from .config import ReportConfig
 from .errors import TenshotError
+from .train.loop import COPY_STOP_KEY
 
 REPORT_FILE = "report.html"
 GRID_NAME = re.compile(r"^step-(\d+)\.png$")
@@ -274,14 +275,14 @@ def _summary(run: Path, run_config: dict, records: list[dict]) -> str:
             rows.append((key, str(run_config[key])))
     if run_config.get("options"):
         rows.append(("options", ", ".join(f"{k}={v}" for k, v in run_config["options"].items())))
-    losses = [record for record in records if not any(key.startswith(MONITOR_PREFIX) for key in record)]
-    if losses:
-        last = losses[-1]
+    if records:
+        last = records[-1]
         planned = (run_config.get("train") or {}).get("steps")
         rows.append(("steps", f"{last['step']}" + (f" of {planned}" if planned else "")))
         if "seconds" in last:
             rows.append(("training time", f"{float(last['seconds']):.0f} s (the whole run, resumed parts included, from log.jsonl)"))
-        rows.append(("last logged losses", ", ".join(f"{k} {_number(v)}" for k, v in last.items() if k not in NOT_LOSSES)))
+        losses = {k: v for k, v in last.items() if k not in NOT_LOSSES and not k.startswith(MONITOR_PREFIX) and k != COPY_STOP_KEY}
+        rows.append(("last logged losses", ", ".join(f"{k} {_number(v)}" for k, v in losses.items())))
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     return f"<table>{body}</table>"
 
@@ -304,14 +305,14 @@ def _losses_section(series: dict, skipped: int) -> str:
 
 
 def _monitor_section(records: list[dict]) -> str:
-    stops = [record for record in records if isinstance(record.get("stopped-on-copies"), dict)]
+    stops = [record for record in records if isinstance(record.get(COPY_STOP_KEY), dict)]
     note = (
         "Each preview scored against the shots (tenshot.metrics.memorisation): the mean distance of a sample to its "
         "nearest shot, and the share of samples nearer to a shot than the two closest shots are to each other."
     )
     if stops:
         stop = stops[-1]
-        note += f" Training stopped on copies at step {stop['step']}; the model is the EMA of step {stop['stopped-on-copies'].get('kept-step')}."
+        note += f" Training stopped on copies at step {stop['step']}; the model is the EMA of step {stop[COPY_STOP_KEY].get('kept-step')}."
     return _curves(loss_series(records, monitor=True), "monitor curve") + f'<p class="note">{html.escape(note)}</p>'
 
 

@@ -25,6 +25,8 @@ SHARE_KEY = "monitor/copy-share"
 class CopyMonitor:
     """Scores uint8 ``(N, H, W, 3)`` images against the shots given at construction (the same format)."""
 
+    share_key = SHARE_KEY  # what --stop-on-copies reads (tenshot.train.loop)
+
     def __init__(self, shots: np.ndarray, batch_size: int = 64):
         from .diversity import squared_distances
         from .evaluate import EL0Runner

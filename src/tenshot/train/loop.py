@@ -9,8 +9,9 @@ get one AdamW per group; each step runs the groups in their declared order, each
 group's gradients accumulated, clipped and stepped, then every gradient cleared. All phases of a step see
 the same micro-batches, and one generator per micro-batch serves the phases in turn.
 
-A ``monitor`` (:class:`tenshot.metrics.memorisation.CopyMonitor`) scores every preview against the shots and
-logs its figures; with ``stop_on_copies`` the run stops at the first preview whose copy share exceeds it and
+A ``monitor`` (:class:`tenshot.metrics.memorisation.CopyMonitor`: a callable from uint8 images to named figures,
+``share_key`` naming its copy share) scores every preview against the shots and logs its figures in that step's
+record (a preview step is always logged); with ``stop_on_copies`` the run stops at the first preview whose copy share exceeds it and
 exports the EMA weights of the last preview at or below it (the source model's, if none was).
 """
 
@@ -34,6 +35,9 @@ from ..errors import Interrupted, TenshotError
 from ..methods.base import Batch, Method, ParameterGroup
 from ..models.ema import EMA
 from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+
+
+COPY_STOP_KEY = "stopped-on-copies"  # the log record of the step that stop_on_copies ended a run at
 
 
 @dataclass
@@ -174,7 +178,7 @@ def _copy_stop_record(path: Path) -> dict | None:
     if not path.is_file():
         return None
     for line in path.read_text().splitlines():
-        if '"stopped-on-copies"' in line:
+        if f'"{COPY_STOP_KEY}"' in line:
             return json.loads(line)
     return None
 
@@ -281,7 +285,7 @@ class Trainer:
         if stopped is not None:
             raise TenshotError(
                 f"{self.run}: stopped on copies at step {stopped['step']} and exported the EMA of step "
-                f"{stopped['stopped-on-copies']['kept-step']}; start a new run to train further"
+                f"{stopped[COPY_STOP_KEY]['kept-step']}; start a new run to train further"
             )
         step, path = checkpoints[-1]
         state = load_checkpoint(path)
@@ -362,30 +366,25 @@ class Trainer:
         save_png(make_grid(images), self.run / "samples" / f"step-{step}.png")
         return images
 
-    def _watch(self, step: int, images: np.ndarray | None, log_path: Path) -> CopyStop | None:
-        """Score a preview with the monitor and log it; a :class:`CopyStop` when its copy share exceeds
-        ``stop_on_copies``, else remember this step's EMA as the one to keep."""
-        from ..metrics.memorisation import SHARE_KEY
-
-        stop = None
+    def _watch(self, step: int, images: np.ndarray | None) -> tuple[dict, CopyStop | None]:
+        """The monitor's figures of a preview (for the step's log record), and a :class:`CopyStop` when its copy
+        share exceeds ``stop_on_copies``; else this step's EMA becomes the one to keep."""
+        scores, stop = {}, None
         if self.monitor is not None and images is not None:
             scores = self.monitor(images)
-            share = scores.get(SHARE_KEY)
-            record = {"step": step, **scores}
+            share = scores.get(self.monitor.share_key)
             if self.stop_on_copies is not None and share is not None and share > self.stop_on_copies:
                 stop = CopyStop(step=step, share=share, kept_step=self.kept[0])
-                record["stopped-on-copies"] = {"kept-step": stop.kept_step, "threshold": self.stop_on_copies}
+                scores[COPY_STOP_KEY] = {"kept-step": stop.kept_step, "threshold": self.stop_on_copies}
             elif self.stop_on_copies is not None:
                 self.kept = (step, self._ema_copy())
-            with open(log_path, "a") as log:
-                log.write(json.dumps(record) + "\n")
         # a decision of the main process (the only one that previews) reaches every rank
         flag = torch.tensor([stop.kept_step if stop else -1, stop.step if stop else -1], dtype=torch.float64, device=self.accelerator.device)
         if self.stop_on_copies is not None and self.accelerator.num_processes > 1:
             flag = self.accelerator.reduce(flag, reduction="max")
         if flag[0] < 0:
-            return None
-        return stop or CopyStop(step=int(flag[1]), share=float("nan"), kept_step=int(flag[0]))
+            return scores, None
+        return scores, stop or CopyStop(step=int(flag[1]), share=float("nan"), kept_step=int(flag[0]))
 
     def _phase_key(self, group: ParameterGroup, key: str) -> str:
         """Log name of a loss term: as the method named it for one group, ``GROUP/TERM`` for several."""
@@ -439,15 +438,15 @@ class Trainer:
                 step += 1
                 losses = sums
                 bar.update(1)
-                if step % config.log_every == 0 or step == config.steps:
+                scores, stopped = {}, None
+                if step % config.preview_every == 0 or step == config.steps:
+                    scores, stopped = self._watch(step, self.preview(step))
+                if step % config.log_every == 0 or step == config.steps or scores:
                     bar.set_postfix({name: f"{sums[key]:.4f}" for name, key in self._shown_losses().items()})
                     if self.is_main:
-                        record = {"step": step, "lr": lr, "seconds": round(time.perf_counter() - self.started, 3), **sums}
+                        record = {"step": step, "lr": lr, "seconds": round(time.perf_counter() - self.started, 3), **sums, **scores}
                         with open(log_path, "a") as log:
                             log.write(json.dumps(record) + "\n")
-                stopped = None
-                if step % config.preview_every == 0 or step == config.steps:
-                    stopped = self._watch(step, self.preview(step), log_path)
                 path = None
                 if step % config.checkpoint_every == 0 or step == config.steps:
                     path = self._checkpoint(step)
