@@ -36,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (bench/quality.py: its cells' helpers)
+import series  # noqa: E402  (grouping, seed spread, merged parts)
 
 RESULTS = quality.RESULTS
 BUDGETS = (150, 300, 600, 1200, 2400)
@@ -136,18 +137,9 @@ def stop_step(points: list[dict], share: float) -> int | None:
     return None
 
 
-def summary(cells: list[dict], column: str) -> tuple[float, float | None, int]:
-    values = [cell[column] for cell in cells]
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None), len(values)
-
-
 def grouped(results: dict, target: str) -> dict[str, dict[int, list[dict]]]:
     """``method -> step -> cells`` of one target."""
-    table: dict[str, dict[int, list[dict]]] = {}
-    for cell in results["cells"]:
-        if cell["target"] == target:
-            table.setdefault(cell["method"], {}).setdefault(cell["step"], []).append(cell)
-    return {method: dict(sorted(steps.items())) for method, steps in table.items()}
+    return series.grouped(results["cells"], target, "method", "step")
 
 
 def markdown(results: dict) -> str:
@@ -168,7 +160,7 @@ def markdown(results: dict) -> str:
             for step, cells in steps.items():
                 figures = []
                 for column, _, digits, scale in METRICS:
-                    mean, std, _ = summary(cells, column)
+                    mean, std = series.mean_sd(cells, column)
                     figures.append(f"{mean * scale:.{digits}f}" + (f" ± {std * scale:.{digits}f}" if std is not None else ""))
                 shares = [p["monitor/copy-share"] for p in results["monitor"] if p["target"] == target and p["method"] == method and p["step"] == step]
                 monitor = f"{statistics.fmean(shares):.2f}" if shares else ""
@@ -204,7 +196,7 @@ def plot(results: dict, target: str, path: Path) -> None:
             steps = table.get(method, {})
             means, errors = [], []
             for cells in steps.values():
-                mean, std, _ = summary(cells, column)
+                mean, std = series.mean_sd(cells, column)
                 means.append(mean * scale)
                 errors.append((std or 0.0) * scale)
             axis.errorbar(list(steps), means, yerr=errors, color=colour, marker="o", capsize=3, label=method)
@@ -228,14 +220,8 @@ def merged(earlier: dict, results: dict) -> dict:
     """``results`` with the cells, monitor points and stops of an ``earlier`` publication that it does not redo (a
     table run in parts, in sittings whose work folders are gone)."""
     keys = {"cells": ("target", "method", "seed", "step"), "monitor": ("target", "method", "seed", "step"), "stops": ("target", "method", "seed")}
-    combined = dict(results)
-    for part, key in keys.items():
-        new = {tuple(entry[k] for k in key) for entry in results[part]}
-        combined[part] = [entry for entry in earlier.get(part, []) if tuple(entry[k] for k in key) not in new] + results[part]
-    settings = dict(results["settings"])
-    settings["targets"] = list(dict.fromkeys([*earlier["settings"]["targets"], *settings["targets"]]))
-    settings["command"] = "; ".join(dict.fromkeys([*earlier["settings"]["command"].split("; "), settings["command"]]))
-    combined["settings"] = settings
+    combined = {**results, **{part: series.merged_entries(earlier.get(part, []), results[part], key) for part, key in keys.items()}}
+    combined["settings"] = series.merged_settings(earlier["settings"], results["settings"])
     combined["reference-share"] = {**earlier.get("reference-share", {}), **results["reference-share"]}
     return combined
 

@@ -30,7 +30,6 @@ import random
 import re
 import shlex
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ import scipy.ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402  (bench/quality.py: running, evaluating and caching cells)
+import series  # noqa: E402  (grouping, seed spread, merged parts)
 
 RESULTS = quality.RESULTS
 SOURCE_STYLE, SIZE = "noto", 32  # noto-32's domain and size
@@ -207,20 +207,9 @@ def translation_cell(work: Path, target: str, label: str, run: Path, start: int,
     return quality.store(cell, {**pairs.scores(cell / "translated"), **evaluated(cell / "translated", target, cell), **timing, "command": command})
 
 
-def summary(cells: list[dict], column: str) -> tuple[float, float | None]:
-    values = [cell[column] for cell in cells if cell.get(column) is not None]
-    if not values:
-        return float("nan"), None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
-
-
 def grouped(results: dict, target: str) -> dict[str, dict[int, list[dict]]]:
     """``label -> start -> cells`` of one target, the inputs' row first, then the runs in the order they came."""
-    table: dict[str, dict[int, list[dict]]] = {}
-    for cell in sorted(results["cells"], key=lambda cell: cell["label"] != INPUT):
-        if cell["target"] == target:
-            table.setdefault(cell["label"], {}).setdefault(cell["start"], []).append(cell)
-    return {label: dict(sorted(starts.items())) for label, starts in table.items()}
+    return series.grouped(sorted(results["cells"], key=lambda cell: cell["label"] != INPUT), target, "label", "start")
 
 
 def markdown(results: dict) -> str:
@@ -242,7 +231,7 @@ def markdown(results: dict) -> str:
             for start, cells in starts.items():
                 figures = []
                 for column, _, digits, scale in COLUMNS:
-                    mean, std = summary(cells, column)
+                    mean, std = series.mean_sd(cells, column)
                     figures.append("" if mean != mean else f"{mean * scale:.{digits}f}" + (f" ± {std * scale:.{digits}f}" if std is not None else ""))
                 seeds = "" if label == INPUT else str(len(cells))
                 lines.append(f"| {'untranslated input' if label == INPUT else label} | {start} | {seeds} | " + " | ".join(figures) + " |")
@@ -262,10 +251,10 @@ def plot(results: dict, target: str, path: Path) -> None:
     figure, axes = plt.subplots(2, 3, figsize=(13, 7), constrained_layout=True)
     for axis, column in zip(axes.flat, PLOTTED):
         for index, (label, rows) in enumerate(item for item in table.items() if item[0] != INPUT):
-            means, errors = zip(*(summary(cells, column) for cells in rows.values()))
+            means, errors = zip(*(series.mean_sd(cells, column) for cells in rows.values()))
             axis.errorbar(list(rows), means, yerr=[error or 0.0 for error in errors], color=f"C{index}", marker="o", capsize=3, label=label)
         if INPUT in table:
-            axis.axhline(summary(table[INPUT][0], column)[0], color="grey", linestyle="--", label="untranslated input")
+            axis.axhline(series.mean_sd(table[INPUT][0], column)[0], color="grey", linestyle="--", label="untranslated input")
         axis.set_xticks(starts)
         axis.set_xlabel("--start (cosine time)")
         axis.set_title(headings[column])
@@ -280,12 +269,8 @@ def merged(earlier: dict, results: dict) -> dict:
     """``results`` with the cells of an ``earlier`` publication that it does not redo (a table run in parts)."""
     if earlier["settings"]["n"] != results["settings"]["n"]:
         raise SystemExit(f"the earlier table has {earlier['settings']['n']} inputs, this one {results['settings']['n']}: give another --name")
-    key = ("target", "label", "start", "seed")
-    new = {tuple(cell[k] for k in key) for cell in results["cells"]}
-    settings = dict(results["settings"])
-    settings["targets"] = list(dict.fromkeys([*earlier["settings"]["targets"], *settings["targets"]]))
-    settings["command"] = "; ".join(dict.fromkeys([*earlier["settings"]["command"].split("; "), settings["command"]]))
-    return {"settings": settings, "cells": [cell for cell in earlier["cells"] if tuple(cell[k] for k in key) not in new] + results["cells"]}
+    cells = series.merged_entries(earlier["cells"], results["cells"], ("target", "label", "start", "seed"))
+    return {"settings": series.merged_settings(earlier["settings"], results["settings"]), "cells": cells}
 
 
 def publish(results: dict, name: str) -> None:
