@@ -87,7 +87,8 @@ HEADLINE = (("fid-el0", "fid-el0", 1, 1), ("kid-el0", "kid-el0", 3, 1), ("intra-
             ("sample-img-per-s", "sample img/s", 2, 1))  # the first table of the markdown (and the README's): column, heading, digits, scale
 LEADING = ("kid-el0", "swd")  # what a small reference half estimates best: KID is unbiased at any n, swd needs no network
 SUBPOPULATION_HEADLINE = tuple(sorted(HEADLINE, key=lambda entry: entry[0] not in LEADING))
-ROW_NAMES = {"source": f"{SOURCE}, unadapted", "oracle": "oracle: finetune on the whole train half", "shots": "the 10 shots, repeated"}
+ROW_NAMES = {"source": f"{SOURCE}, unadapted", "oracle": "oracle: finetune on the whole train half", "shots": "the 10 shots, repeated",
+             "phasic": "phasic: its adapted UNet, noise to image (a translation method)"}  # fmt: skip
 QUICK_FRACTION = 1 / 4
 QUICK_DISTILL_FRACTION = 1 / 8  # GDD distils the best method, so it runs alone after all of them
 TRAINED, SAMPLED = "trained.json", "sampled.json"  # a cell's finished stages (``stage``)
