@@ -11,8 +11,8 @@ the same micro-batches, and one generator per micro-batch serves the phases in t
 
 A ``monitor`` (:class:`tenshot.metrics.memorisation.CopyMonitor`: a callable from uint8 images to named figures,
 ``share_key`` naming its copy share) scores every preview against the shots and logs its figures in that step's
-record (a preview step is always logged); with ``stop_on_copies`` the run stops at the first preview whose copy share exceeds it and
-exports the EMA weights of the last preview at or below it (the source model's, if none was).
+record (a preview step is always logged); with ``stop_on_copies`` the run stops at the first preview whose copy
+share exceeds it and exports the EMA weights of the last preview at or below it (the source model's, if none was).
 """
 
 from __future__ import annotations
