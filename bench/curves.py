@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -248,7 +247,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=2, help="The other seeds are sampled at this many of the largest budgets.")
     parser.add_argument("--sample-budgets", default=None, help="Sample only these of the budgets in this invocation (a table run in parts).")
     parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--work", type=Path, default=Path(os.environ.get("TENSHOT_BENCH_WORK", "/tmp/tenshot-bench")))
+    parser.add_argument("--work", type=Path, default=quality.WORK)
     parser.add_argument("--name", default="curves")
     parser.add_argument("--plot", action="store_true", help="Redraw NAME.md and the PNGs from NAME.json alone.")
     args = parser.parse_args()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -122,7 +121,7 @@ def main() -> None:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="A GDD option for the distillation (repeatable).")
     parser.add_argument("--label", default="gdd-i defaults", help="The distillation's name in the table and the plot.")
     parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--work", type=Path, default=Path(os.environ.get("TENSHOT_BENCH_WORK", "/tmp/tenshot-bench")))
+    parser.add_argument("--work", type=Path, default=quality.WORK)
     parser.add_argument("--name", default="distillation")
     args = parser.parse_args()
     settings = {"teacher": args.teacher, "target": args.target, "n": args.n, "date": time.strftime("%Y-%m-%d"), "command": "python bench/distillation.py " + " ".join(sys.argv[1:])}

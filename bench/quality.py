@@ -69,6 +69,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+WORK = Path(tempfile.gettempdir()) / "tenshot-bench"  # the benchmarks' default work folder
 TENSHOT = str(Path(sys.executable).parent / "tenshot")
 SOURCE = "noto-32"
 TARGETS = ("openmoji", "emojione")  # style shifts: a plain run's targets
@@ -636,7 +637,7 @@ def main() -> None:
     parser.add_argument("--anchors", default=",".join(ANCHORS), help="Comma list of anchors (empty: none).")
     parser.add_argument("--seeds", help="Comma list of seeds (default 0,1,2).")
     parser.add_argument("--n", type=int, help="Samples per cell (default 1000).")
-    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "tenshot-bench"), help="Runs, samples and cached cells.")
+    parser.add_argument("--work", default=str(WORK), help="Runs, samples and cached cells.")
     parser.add_argument("--adapt-flags", default="", help="Extra flags for every adapt, e.g. '--steps 300'.")
     parser.add_argument("--jobs", type=int, help="Cells run at once (default 1, 2 with --quick), sharing the cores (OMP_NUM_THREADS): more "
                         "throughput on a few cores, but then wall seconds are contended (CPU seconds are not).")

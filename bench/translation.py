@@ -318,7 +318,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500, help="Inputs (the rule in the module docstring).")
     parser.add_argument("--starts", default=",".join(map(str, STARTS)), help="Comma list of translate --start values (cosine time).")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="Comma list of translate --seed values.")
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "tenshot-bench" / "translation", help="Inputs and cached cells.")
+    parser.add_argument("--work", type=Path, default=quality.WORK / "translation", help="Inputs and cached cells.")
     parser.add_argument("--name", default="translation-table", help="Result files bench/results/NAME.{json,md} and NAME-TARGET.png.")
     parser.add_argument("--plot", action="store_true", help="Run nothing: redraw NAME.md and the PNGs from NAME.json alone.")
     args = parser.parse_args()
