@@ -31,7 +31,6 @@ import re
 import shlex
 import shutil
 import sys
-import tempfile
 import time
 from functools import cached_property
 from pathlib import Path
