@@ -17,14 +17,13 @@ import glob
 import hashlib
 import os
 import re
-import shutil
-import tempfile
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..cache import cache_root, replace_folder
 from ..errors import TenshotError
 from .images import to_rgb
 
@@ -201,11 +200,6 @@ def render_style(style: str, size: int) -> dict[str, Image.Image]:
     raise TenshotError(f"unknown emoji style {style!r}: choose one of {', '.join(STYLES)}")
 
 
-def cache_root() -> Path:
-    """Where rendered domains are kept: ``$TENSHOT_CACHE`` or ``~/.cache/tenshot``."""
-    return Path(os.environ.get("TENSHOT_CACHE") or Path.home() / ".cache" / "tenshot")
-
-
 def rendered_folder(style: str, size: int) -> Path:
     """The cached folder of every emoji of ``style`` at ``size``; rendered on first use, atomically."""
     if style not in STYLES:
@@ -215,23 +209,16 @@ def rendered_folder(style: str, size: int) -> Path:
     folder = cache_root() / "emoji" / f"{style}-{size}"
     if (folder / ".complete").is_file():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
     images = render_style(style, size)
-    staging = Path(tempfile.mkdtemp(prefix=f".{style}-{size}-", dir=folder.parent))
-    for name, image in images.items():
-        image.save(staging / f"{name}.png", format="PNG")
-    (staging / ".complete").write_text(f"{len(images)}\n")
+
+    def write(staging: Path) -> None:
+        for name, image in images.items():
+            image.save(staging / f"{name}.png", format="PNG")
+        (staging / ".complete").write_text(f"{len(images)}\n")
+
     # Another process (a rank of the same launch, a parallel run) may have finished the same folder while
     # this one rendered: keep its complete folder, never delete one that someone may be reading.
-    if folder.exists() and not (folder / ".complete").is_file():
-        shutil.rmtree(folder, ignore_errors=True)
-    try:
-        os.replace(staging, folder)
-    except OSError:
-        if not (folder / ".complete").is_file():
-            raise
-    if staging.exists():
-        shutil.rmtree(staging, ignore_errors=True)
+    replace_folder(folder, write, complete=".complete")
     return folder
 
 

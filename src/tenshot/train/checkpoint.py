@@ -10,16 +10,15 @@ never replaces the last good one. Nothing is unpickled.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..cache import replace_folder
 from ..errors import TenshotError
 
 STEP_PATTERN = re.compile(r"^step-(\d+)$")
@@ -93,25 +92,17 @@ def save_checkpoint(
 
     ``optimizer`` is one optimizer's ``state_dict`` or a mapping ``{group name: state_dict}``.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".step-{step}-", dir=folder))
-    try:
+
+    def write(staging: Path) -> None:
         save_file({k: v.detach().cpu().contiguous() for k, v in trainable.items()}, staging / "trainable.safetensors")
         save_file({k: v.detach().cpu().contiguous() for k, v in ema.items()}, staging / "ema.safetensors")
         for file, state in _optimizer_files(optimizer).items():
             tensors, metadata = optimizer_to_tensors(state)
             save_file(tensors, staging / file, metadata=metadata)
         (staging / "trainer.json").write_text(json.dumps({**trainer, "step": step}, indent=2) + "\n")
-        for file in staging.iterdir():
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
-        target = folder / f"step-{step}"
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+
+    target = folder / f"step-{step}"
+    replace_folder(target, write, durable=True)
     for _, old in list_checkpoints(folder)[:-keep]:
         shutil.rmtree(old)
     return target

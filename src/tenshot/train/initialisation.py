@@ -10,14 +10,13 @@ model's weights and schedule, the source images, the stage's steps, batch size a
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..cache import cache_root, content_key, replace_file
 from ..config import TrainConfig
 from ..errors import TenshotError
 from ..methods.base import Initialisation, Method
@@ -34,9 +33,6 @@ class InitialisationResult:
 
 
 def cache_file(spec: Initialisation, model_key: str, source: np.ndarray) -> Path:
-    from ..data.emoji import cache_root
-    from ..metrics.evaluate import content_key
-
     settings = json.dumps(spec.settings, sort_keys=True, default=str)
     key = content_key(VERSION, spec.name, model_key, source, spec.steps, spec.batch_size, spec.lr, settings)
     return cache_root() / "initialisation" / f"{spec.name}-{key}.safetensors"
@@ -73,11 +69,8 @@ def initialise(method: Method, spec: Initialisation, source: np.ndarray, model_k
     result = trainer.train()
     result.ema.copy_to(method.averaged_module())
     if trainer.is_main:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, staging = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".safetensors", dir=path.parent)
-        os.close(handle)
-        save_file({k: v.detach().cpu().contiguous() for k, v in method.extra_tensors().items()}, staging)
-        os.replace(staging, path)
+        extra = {k: v.detach().cpu().contiguous() for k, v in method.extra_tensors().items()}
+        replace_file(path, lambda staging: save_file(extra, staging))
     trainer.accelerator.wait_for_everyone()
     method.initialising(False)
     return InitialisationResult(steps=result.steps, seconds=time.perf_counter() - started, cached=False, final_losses=result.final_losses)

@@ -1,0 +1,82 @@
+"""The cache folder, content keys and atomic writes: a file or folder is there whole or not at all."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+
+def cache_root() -> Path:
+    """Where cached results are kept: ``$TENSHOT_CACHE`` or ``~/.cache/tenshot``."""
+    return Path(os.environ.get("TENSHOT_CACHE") or Path.home() / ".cache" / "tenshot")
+
+
+def content_key(*parts) -> str:
+    """SHA-256 over strings and arrays (shape, dtype and bytes)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            digest.update(f"{part.shape}{part.dtype}".encode())
+            digest.update(np.ascontiguousarray(part).tobytes())
+        else:
+            digest.update(str(part).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:32]
+
+
+def _plain_mode(mode: int) -> int:
+    """``mode`` less the umask: what a plain ``open`` or ``mkdir`` gives (``mkstemp``/``mkdtemp`` give 0600/0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
+def replace_file(path: Path, write: Callable[[Path], None]) -> None:
+    """Write ``path`` through ``write(staging)``, a file of the same suffix in the same folder renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}-", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    staging = Path(name)
+    try:
+        staging.chmod(_plain_mode(0o666))
+        write(staging)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def replace_folder(target: Path, write: Callable[[Path], None], *, durable: bool = False, complete: str | None = None) -> None:
+    """Write a folder through ``write(staging)`` and rename it over ``target`` (never half-written).
+
+    ``durable`` syncs every file to disk before the rename (a checkpoint survives a crash). ``complete`` names
+    the marker file ``write`` writes last: a ``target`` holding it, finished by another process meanwhile, is
+    kept rather than replaced, as someone may be reading it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+
+    def finished() -> bool:
+        return complete is not None and (target / complete).is_file()
+
+    try:
+        staging.chmod(_plain_mode(0o777))
+        write(staging)
+        if durable:
+            for file in staging.rglob("*"):
+                if file.is_file():
+                    with open(file, "rb") as handle:
+                        os.fsync(handle.fileno())
+        if target.exists() and not finished():
+            shutil.rmtree(target, ignore_errors=complete is not None)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not finished():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
