@@ -18,10 +18,11 @@ from tenshot.config import AdaptConfig
 from tenshot.diffusion.samplers import ddim_sample, randn, sample_generators
 from tenshot.diffusion.schedule import NoiseSchedule, default_scheduler_config
 from tenshot.errors import TenshotError
-from tenshot.methods import build_method, load_for_sampling
+from tenshot.methods import build_method
 from tenshot.methods.base import Batch
 from tenshot.methods.crdi import CRDI, ddim_update, draw_segment_indices, guided_prediction, respaced_times, segment_layout, window_indices
 from tenshot.models.unet import DiffusionModel, new_model, save_model
+from tenshot.sampling import load_for_sampling
 
 SIZE = 16
 # guided-diffusion's timestep_respacing "25" of T = 1000 (METHODS.md 4.2)

@@ -214,7 +214,7 @@ def test_adapt_domainstudio_end_to_end_and_sample(tmp_path):
     result = runner.invoke(main, ["sample", str(run), "--n", "2", "--steps", "2", "--out", str(tmp_path / "samples")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["000000.png", "000001.png"]
-    from tenshot.methods import load_for_sampling
+    from tenshot.sampling import load_for_sampling
     from tenshot.methods.finetune import FineTune
 
     loaded = load_for_sampling(run)

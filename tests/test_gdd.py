@@ -22,10 +22,11 @@ from tenshot.cli import main
 from tenshot.config import AdaptConfig, DistillConfig, TrainConfig, save_yaml
 from tenshot.diffusion.schedule import NoiseSchedule, default_scheduler_config
 from tenshot.errors import TenshotError
-from tenshot.methods import build_method, load_for_sampling, method_options
+from tenshot.methods import build_method, method_options
 from tenshot.methods.base import Batch
 from tenshot.methods.gdd import GDD, ONE_STEP_KEY, generate_one_step
 from tenshot.models.unet import DiffusionModel, new_model, save_model
+from tenshot.sampling import load_for_sampling
 from tenshot.train.checkpoint import list_checkpoints, load_checkpoint
 from tenshot.train.loop import Trainer
 

@@ -17,7 +17,7 @@ from tenshot.cli import main
 from tenshot.diffusion.samplers import ddim_sample, partial_noise, sample_generators
 from tenshot.diffusion.schedule import NoiseSchedule, cosine_schedule, default_scheduler_config
 from tenshot.errors import TenshotError
-from tenshot.methods import build_method, load_for_sampling, method_options
+from tenshot.methods import build_method, method_options
 from tenshot.methods.base import Batch
 from tenshot.methods.frequency import low_pass
 from tenshot.methods.phasic import (CODE_WEIGHT_BASE, CODE_WEIGHT_CEILING, PHASE_SPLIT, Phasic, code_rest_weight, code_times, ddc_distance,
@@ -25,6 +25,7 @@ from tenshot.methods.phasic import (CODE_WEIGHT_BASE, CODE_WEIGHT_CEILING, PHASE
 from tenshot.methods.translation import TranslationSettings, guided_latent, structure_guided_translation, translation_times
 from tenshot.models.bottleneck import encode, forward_with_bottleneck
 from tenshot.models.unet import DiffusionModel, new_model, save_model
+from tenshot.sampling import load_for_sampling
 from tenshot.source_images import card_dataset, load_source_images
 
 SIZE = 16

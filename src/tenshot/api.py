@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .cache import replace_folder
 from .config import AdaptConfig, DemoConfig, DistillConfig, ExportConfig, PretrainConfig, ReportConfig, SampleConfig, TrainConfig, TranslateConfig, load_yaml, save_yaml, to_dict
 from .errors import TenshotError
+from .sampling import default_sample_batch, generate, load_for_sampling, occupied, write_samples  # noqa: F401  (default_sample_batch: tenshot.api's since before sampling.py)
 
 
 @dataclass
@@ -34,13 +34,6 @@ class SampleResult:
     grid: Path
     count: int
     seconds: float
-
-
-def _occupied(out: Path) -> bool:
-    """True for a non-empty folder; a file in the way is an error."""
-    if out.exists() and not out.is_dir():
-        raise TenshotError(f"{out}: exists and is not a folder")
-    return out.exists() and any(out.iterdir())
 
 
 def _prepare_run(out: Path, config, resume: bool) -> None:
@@ -65,7 +58,7 @@ def _prepare_run(out: Path, config, resume: bool) -> None:
             changed = sorted(k for k in current if current[k] != previous.get(k))
             raise TenshotError(f"{out}: --resume needs the same settings as the run (changed: {', '.join(changed)})")
         current["train"]["steps"] = current_steps
-    elif _occupied(out):
+    elif occupied(out):
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out or pass --resume")
     state.wait_for_everyone()
     if state.is_main_process:
@@ -92,30 +85,12 @@ def _export(method, out: Path) -> None:
     are already copied into the method's modules)."""
     from .models.unet import DiffusionModel, save_model
 
-    _replace_folder(out / "model", lambda staging: save_model(DiffusionModel(method.model.unet, method.model.schedule), staging))
+    replace_folder(out / "model", lambda staging: save_model(DiffusionModel(method.model.unet, method.model.schedule), staging))
     extra = method.extra_tensors()
     if extra:
         from safetensors.torch import save_file
 
         save_file({k: v.detach().cpu().contiguous() for k, v in extra.items()}, out / "method.safetensors")
-
-
-def _replace_folder(target: Path, write) -> None:
-    """Write a folder through ``write(staging)`` and rename it over ``target`` (never half-written).
-
-    The folder gets the permissions a plain ``mkdir`` would give (``mkdtemp`` makes it private to its owner)."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)
-    try:
-        write(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
 
 
 def export(config: ExportConfig) -> Path:
@@ -124,7 +99,6 @@ def export(config: ExportConfig) -> Path:
     exports the last step (``model/`` and ``method.safetensors``). A run's EMA at step N equals the final weights
     of the same run trained for N steps when nothing in it depends on the total (adapt's constant learning rate
     after warm-up 0): one long run gives a budget curve."""
-    from .methods import load_for_sampling
     from .models.ema import EMA
     from .train.checkpoint import list_checkpoints, load_checkpoint
 
@@ -133,7 +107,7 @@ def export(config: ExportConfig) -> Path:
     steps = dict(list_checkpoints(run / "checkpoints"))
     if config.step not in steps:
         raise TenshotError(f"{run}: no checkpoint of step {config.step} (checkpoints: {', '.join(map(str, sorted(steps))) or 'none'})")
-    if _occupied(out):
+    if occupied(out):
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
     method = load_for_sampling(run)
     state = load_checkpoint(steps[config.step])
@@ -148,13 +122,12 @@ def export(config: ExportConfig) -> Path:
     except (KeyError, ValueError) as error:
         raise TenshotError(f"{steps[config.step]}: checkpoint does not match the run's method ({error})") from None
     ema.copy_to(method.averaged_module())
-    out.parent.mkdir(parents=True, exist_ok=True)
 
     def write(staging: Path) -> None:
         shutil.copyfile(run / "config.yaml", staging / "config.yaml")
         _export(method, staging)
 
-    _replace_folder(out, write)
+    replace_folder(out, write)
     return out
 
 
@@ -178,10 +151,11 @@ def adapt(config: AdaptConfig, resume: bool = False) -> RunResult:
     """Adapt ``config.source`` to the images of ``config.target`` with ``config.method``."""
     from .data import load_domain
     from .data.images import to_tensor
-    from .methods import build_method, is_one_step
+    from .methods import build_method, is_one_step, method_options
     from .models.unet import load_model
 
     config.validate()
+    method_options(config.method, config.options)  # a bad method or option fails before any work
     out = Path(config.out)
     model = load_model(config.source)
     if is_one_step(model.unet):
@@ -246,7 +220,6 @@ def _teacher_samples(config: DistillConfig, out: Path, size: int) -> np.ndarray:
     main process; a resumed run reads them back, the same pixels)."""
     from .data import load_domain
     from .data.images import list_images
-    from .methods import load_for_sampling
     from .train.loop import distributed_state
 
     folder = out / TEACHER_FOLDER
@@ -268,10 +241,11 @@ def distill(config: DistillConfig, resume: bool = False) -> RunResult:
     import dataclasses
 
     from .data import load_domain
-    from .methods import build_method
+    from .methods import build_method, method_options
     from .models.unet import load_model
 
     config.validate()
+    method_options(config.method, config.options)
     out = Path(config.out)
     model = load_model(config.model)
     teacher = config.data in ("teacher", "teacher+shots")
@@ -306,65 +280,14 @@ def _initialise(method, initialisation, source: np.ndarray, config: AdaptConfig,
     return RunResult(run=out, model=out / "model", steps=done.steps, seconds=done.seconds, final_losses=done.final_losses)
 
 
-def default_sample_batch(device) -> int:
-    """Images per sampling call when none is given: 16 on a CPU, where larger calls fall out of cache (200 images
-    of ``noto-32`` at 25 DDIM steps on 2 cores: 179 s at 8, 150 s at 16, 164 s at 32, 196 s at 100), 64 on an
-    accelerator."""
-    return 16 if torch.device(device).type == "cpu" else 64
-
-
-def generate(method, n: int, *, steps: int = 25, sampler: str = "ddim", eta: float = 0.0, seed: int = 0, batch_size: int | None = None, start: int = 0, progress: bool = False) -> np.ndarray:
-    """``n`` images as uint8 ``(n, H, W, 3)`` from ``method.sample`` (:func:`tenshot.methods.load_for_sampling`),
-    ``batch_size`` at a time (default :func:`default_sample_batch`); image k uses seed ``(seed, start + k)``
-    whatever ``batch_size``."""
-    from tqdm.auto import tqdm
-
-    from .data.images import to_uint8
-    from .diffusion.samplers import randn, sample_generators
-
-    size = method.model.size
-    device = next(method.model.unet.parameters()).device
-    if batch_size is None:
-        batch_size = default_sample_batch(device)
-    chunks = []
-    with tqdm(total=n, disable=not progress, desc="sample", unit="img", dynamic_ncols=True) as bar:
-        for first in range(0, n, batch_size):
-            indices = range(start + first, start + min(first + batch_size, n))
-            generators = sample_generators(seed, indices)
-            noise = randn((len(indices), 3, size, size), generators, device)
-            images = method.sample(noise, steps=steps, sampler=sampler, eta=eta, generators=generators)
-            chunks.append(to_uint8(images))
-            bar.update(len(indices))
-    return np.concatenate(chunks)
-
-
-def write_samples(images: np.ndarray, out: Path) -> tuple[Path, Path]:
-    """Fill ``out`` with ``000000.png``, ... (and nothing else) and write the grid beside it as ``out.png``."""
-    from .data.images import make_grid, save_png
-
-    if _occupied(out):
-        raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(staging: Path) -> None:
-        for index, image in enumerate(images):
-            save_png(image, staging / f"{index:06d}.png")
-
-    _replace_folder(out, write)
-    grid = out.with_name(out.name + ".png")
-    save_png(make_grid(images[:64]), grid)
-    return out, grid
-
-
 def sample(config: SampleConfig, progress: bool = False) -> SampleResult:
     """Draw ``config.n`` images from a model or run into ``config.out``."""
     import time
 
-    from .methods import load_for_sampling
 
     config.validate()
     out = Path(config.out)
-    if _occupied(out):
+    if occupied(out):
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
     method = load_for_sampling(config.model)
     started = time.perf_counter()
@@ -438,11 +361,10 @@ def translate(config: TranslateConfig, progress: bool = False) -> TranslateResul
     from .data.domains import domain_files
     from .data.images import load_images, make_grid, save_png, to_tensor, to_uint8
     from .diffusion.samplers import sample_generators
-    from .methods import load_for_sampling
 
     config.validate()
     out = Path(config.out)
-    if _occupied(out):
+    if occupied(out):
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
     method = load_for_sampling(config.model)
     size = method.model.size
@@ -461,14 +383,13 @@ def translate(config: TranslateConfig, progress: bool = False) -> TranslateResul
             bar.update(len(batch))
     translated = np.concatenate(chunks)
     seconds = time.perf_counter() - started
-    out.parent.mkdir(parents=True, exist_ok=True)
 
     def write(staging: Path) -> None:
         for name, image in zip(names, translated):
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             save_png(image, staging / name)
 
-    _replace_folder(out, write)
+    replace_folder(out, write)
     grid = out.with_name(out.name + ".png")
     save_png(make_grid(translated[:64]), grid)
     return TranslateResult(folder=out, grid=grid, count=len(translated), seconds=seconds)

@@ -24,7 +24,6 @@ import base64
 import html
 import io
 import json
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from .cache import replace_file
 from .config import ReportConfig
 from .errors import TenshotError
 from .train.loop import COPY_STOP_KEY
@@ -187,8 +187,7 @@ def report_samples(run: Path, run_config: dict, config: ReportConfig) -> tuple[n
     if (run / "model").is_dir():
         import torch
 
-        from .api import generate
-        from .methods import load_for_sampling
+        from .sampling import generate, load_for_sampling
 
         method = load_for_sampling(run)
         with torch.no_grad():
@@ -419,9 +418,7 @@ def write_report(config: ReportConfig) -> ReportResult:
     pairing, pairing_note = pair_with_shots(run, run_config, config)
     page = render_html(run, run_config, config_text, records, skipped, grids, tables, pairing, pairing_note)
     out = run / REPORT_FILE
-    staging = run / f".{REPORT_FILE}.{os.getpid()}"
-    staging.write_text(page, encoding="utf-8")
-    os.replace(staging, out)  # never half-written
+    replace_file(out, lambda staging: staging.write_text(page, encoding="utf-8"))
     return ReportResult(
         path=out,
         seconds=time.perf_counter() - started,

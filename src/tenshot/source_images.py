@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
+from .cache import cache_root, content_key, replace_file
 from .errors import TenshotError
 from .models.unet import DiffusionModel, resolve_model_folder
 
@@ -70,10 +69,8 @@ def _choose(files: list[Path], count: int) -> list[Path]:
 
 def _sampled(model: DiffusionModel, count: int) -> np.ndarray:
     """``count`` samples of the source model, cached under ``<cache>/source-samples``."""
-    from .api import generate
-    from .data.emoji import cache_root
-    from .metrics.evaluate import content_key
     from .methods.finetune import FineTune
+    from .sampling import generate
 
     key = content_key(SAMPLES_VERSION, model_fingerprint(model), count, SAMPLE_STEPS)
     path = cache_root() / "source-samples" / f"{key}.npy"
@@ -81,11 +78,7 @@ def _sampled(model: DiffusionModel, count: int) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     with torch.no_grad():
         images = generate(FineTune(model).eval(), count, steps=SAMPLE_STEPS, seed=0, progress=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{key}-", suffix=".npy", dir=path.parent)
-    with os.fdopen(handle, "wb") as file:
-        np.save(file, images, allow_pickle=False)
-    os.replace(staging, path)
+    replace_file(path, lambda staging: np.save(staging, images, allow_pickle=False))
     return images
 
 

@@ -7,10 +7,7 @@ Samples, reference and shots are loaded at one size; every feature goes through 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cache import cache_root, content_key, replace_file
 from ..config import EVALUATE_MIN_IMAGES as MIN_IMAGES, EvaluateConfig
 from ..errors import TenshotError
 
@@ -84,8 +82,7 @@ def load_samples(config: EvaluateConfig, progress: bool = False) -> tuple[np.nda
     from ..models.unet import resolve_model_folder
 
     resolve_model_folder(source)  # a bad reference fails here, before diffusers is imported
-    from ..api import generate
-    from ..methods import load_for_sampling
+    from ..sampling import generate, load_for_sampling
 
     method = load_for_sampling(source)
     size = method.model.size
@@ -106,22 +103,7 @@ def _load_set(argument: str, size: int, default_split: str, minimum: int) -> np.
 # --- cache -----------------------------------------------------------------------------------------
 
 
-def content_key(*parts) -> str:
-    """SHA-256 over strings and arrays (shape, dtype and bytes)."""
-    digest = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, np.ndarray):
-            digest.update(f"{part.shape}{part.dtype}".encode())
-            digest.update(np.ascontiguousarray(part).tobytes())
-        else:
-            digest.update(str(part).encode())
-        digest.update(b"\0")
-    return digest.hexdigest()[:32]
-
-
 def _cache_file(key: str) -> Path:
-    from ..data.emoji import cache_root
-
     return cache_root() / "metrics" / f"{key}.npy"
 
 
@@ -134,12 +116,7 @@ def _cache_load(key: str) -> np.ndarray | None:
 
 
 def _cache_save(key: str, array: np.ndarray) -> None:
-    path = _cache_file(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{key}-", suffix=".npy", dir=path.parent)
-    with os.fdopen(handle, "wb") as file:
-        np.save(file, array, allow_pickle=False)
-    os.replace(staging, path)
+    replace_file(_cache_file(key), lambda staging: np.save(staging, array, allow_pickle=False))
 
 
 # --- EL0 -------------------------------------------------------------------------------------------
@@ -264,14 +241,6 @@ def _optional_metric(name: str, samples, reference, shots, batch_size: int) -> f
 # --- the command -----------------------------------------------------------------------------------
 
 
-def _write_json(data: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{out.name}-", dir=out.parent)
-    with os.fdopen(handle, "w") as file:
-        file.write(json.dumps(data, indent=2) + "\n")
-    os.replace(staging, out)
-
-
 def evaluate(config: EvaluateConfig, progress: bool = False) -> EvaluateResult:
     """Score ``config.samples`` against ``config.reference`` (and ``config.shots``); write ``config.out``."""
     from ..models.features import EL0_NAME, INPUT_SIZE, optional_backend
@@ -318,5 +287,5 @@ def evaluate(config: EvaluateConfig, progress: bool = False) -> EvaluateResult:
     settings["features"] = list(config.features)
     result = EvaluateResult(metrics=metrics, settings=settings, path=Path(config.out) if config.out else None, seconds=time.perf_counter() - started)
     if result.path:
-        _write_json(result.as_json(), result.path)
+        replace_file(result.path, lambda staging: staging.write_text(json.dumps(result.as_json(), indent=2) + "\n"))
     return result
