@@ -11,7 +11,8 @@ from PIL import Image
 
 from conftest import VENV_BIN, cli_env, run_cli, write_images
 from tenshot import api
-from tenshot.config import PretrainConfig, TrainConfig
+from tenshot.config import AdaptConfig, DistillConfig, PretrainConfig, TrainConfig
+from tenshot.errors import TenshotError
 
 SHOTS = Path(__file__).resolve().parents[1] / "src" / "tenshot" / "data" / "shots" / "openmoji.txt"
 
@@ -212,6 +213,16 @@ def test_adapt_writes_a_run(tiny_run, image_folder, tmp_path):
     assert status == 0, stderr
     assert "(3 steps" in stdout
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-3"]
+
+
+def test_a_bad_method_fails_before_any_work(tmp_path):
+    """The method and its options are checked before the model is loaded (there is none here) or the run made."""
+    missing, out = str(tmp_path / "no-model"), tmp_path / "run"
+    with pytest.raises(TenshotError, match="unknown method 'nope'"):
+        api.adapt(AdaptConfig(source=missing, method="nope", out=str(out)))
+    with pytest.raises(TenshotError, match="has no option 'no_such'"):
+        api.distill(DistillConfig(model=missing, options={"no_such": 1}, out=str(out)))
+    assert not out.exists()
 
 
 def test_data_render_writes_the_shots(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .config import METHOD_TRAIN_DEFAULTS, AdaptConfig, DemoConfig, DistillConfig, PretrainConfig, SampleConfig, TrainConfig, TranslateConfig, adapt_train_defaults
+from .config import METHOD_TRAIN_DEFAULTS, TRANSLATION_OUTPUTS, AdaptConfig, DemoConfig, DistillConfig, PretrainConfig, SampleConfig, TrainConfig, TranslateConfig, adapt_train_defaults
 from .errors import Interrupted, TenshotError
 
 
@@ -262,7 +262,7 @@ TRANSLATE = TranslateConfig()
 @click.option("--guidance-end", type=int, default=TRANSLATE.guidance_end, show_default=True, help="Structure guidance while the next time is above this (cosine time; >= --start: off).")
 @click.option("--filter-factor", type=int, default=None, help="Low-pass factor N of the structure guidance (default: the paper's 8 at 256 px scaled to the image size, 1 at 32 px).")
 @click.option("--style-repeats", type=int, default=TRANSLATE.style_repeats, show_default=True, help="Style-enhancement repeats M per guided step.")
-@click.option("--output", type=click.Choice(["final", "intermediate"]), default=TRANSLATE.output, show_default=True, help="final x0, or the code's x0-prediction at t~359 (cosine).")
+@click.option("--output", type=click.Choice(TRANSLATION_OUTPUTS), default=TRANSLATE.output, show_default=True, help="final x0, or the code's x0-prediction at t~359 (cosine).")
 @click.option("--seed", type=int, default=TRANSLATE.seed, show_default=True, help="Image k uses seed (seed, k) at any batch size.")
 @click.option("--batch-size", type=int, default=TRANSLATE.batch_size, show_default=True)
 def translate(model, input_, **values):

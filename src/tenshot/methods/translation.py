@@ -14,7 +14,7 @@ M times: predict y_0 from y_s, re-noise it to t, denoise one step.
 Times (``start``, ``guidance_end``) are quoted on the paper's cosine schedule and mapped to the model's schedule by
 equal noise level (METHODS.md rule 2; on a linear schedule 600 -> 324, 400 -> 204). Defaults are the official
 code's ``generate.py``: start 600, 25 steps, eta 1, guidance while t > 400, no style enhancement, N = 8 at
-256 px. N scales with resolution (:func:`default_filter_factor`). ``output="final"`` returns the final x_0; the
+256 px. N scales with resolution (:func:`tenshot.config.default_filter_factor`). ``output="final"`` returns the final x_0; the
 code saves instead the x0-prediction at its tenth step (t ~ 359), which is ``output="intermediate"``.
 """
 
@@ -28,21 +28,8 @@ from ..diffusion.samplers import ddim_sample, ddim_step, partial_noise
 from ..diffusion.schedule import NoiseSchedule, cosine_schedule
 from .frequency import low_pass
 
-OUTPUTS = ("final", "intermediate")
 # the official code's result: the x0-prediction at DDIM iteration 10 of 25 from t = 600, t ~ 359 (cosine)
 INTERMEDIATE_TIME = 359
-PAPER_RESOLUTION, PAPER_FILTER_FACTOR = 256, 8
-
-
-def default_filter_factor(size: int) -> int:
-    """N for ``size`` px: the code's 8 at 256 px scaled with resolution, at least 1: 32 px -> 1, 64 px -> 2,
-    128 px -> 4. At 32 px, N = 1 was chosen over 2 by test: 48 noto emoji translated by a phasic run on the
-    OpenMoji shots (60 steps) scored the same against the true OpenMoji renderings of the same emoji with N = 1
-    and 2 (LPIPS-EL0 4.84 / 4.81, pixel RMSE 94.8 / 94.9, ``bench/translation.py``) and closer to OpenMoji's
-    statistics with N = 1 (swd 65.6 / 69.8; 60.0 without guidance, which keeps less of the input: LPIPS-EL0 to
-    the input 3.04 against 2.30). With N = 1 each guided step takes the reference whole, so the structure
-    comes from the one-step translated input down to ``guidance_end`` and the model is free below it."""
-    return max(1, round(PAPER_FILTER_FACTOR * size / PAPER_RESOLUTION))
 
 
 def translation_times(schedule: NoiseSchedule, start: int, steps: int) -> list[int]:
