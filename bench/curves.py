@@ -87,7 +87,7 @@ def monitor_points(run: Path, target: str) -> list[dict]:
     from tenshot.config import ExportConfig
     from tenshot.data.domains import load_domain
     from tenshot.metrics.memorisation import CopyMonitor
-    from tenshot.methods import load_for_sampling
+    from tenshot.sampling import generate, load_for_sampling
     from tenshot.train.checkpoint import list_checkpoints
 
     done = run.with_name(run.name + ".monitor.json")
@@ -103,7 +103,7 @@ def monitor_points(run: Path, target: str) -> list[dict]:
         for step in steps:
             exported = api.export(ExportConfig(run=str(run), step=step, out=f"{scratch}/step-{step}"))
             with torch.no_grad():
-                images = api.generate(load_for_sampling(exported), train["preview_count"], steps=train["preview_steps"], seed=train["seed"],
+                images = generate(load_for_sampling(exported), train["preview_count"], steps=train["preview_steps"], seed=train["seed"],
                                       batch_size=train["preview_count"])  # fmt: skip
             points.append({"step": step, **monitor(images), "spacing": monitor.spacing})
     quality.write_json(done, points)
