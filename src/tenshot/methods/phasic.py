@@ -253,20 +253,27 @@ def shot_spread(target_grams: list[torch.Tensor]) -> torch.Tensor:
     return torch.tensor(spreads)
 
 
+def layer_distances(maps: list[torch.Tensor], target_grams: list[torch.Tensor]) -> torch.Tensor:
+    """D_l(x) = mean over the shots i of ||G^l(x) - G^l(x^B_i)||_F^2 per generated image and layer l
+    (``target_grams[l]`` is ``(m, C_l, C_l)``). ``(B, L)``."""
+    distances = []
+    for layer, targets in zip(maps, target_grams):
+        difference = gram(layer)[:, None] - targets[None].to(layer.device)
+        distances.append(difference.pow(2).sum(dim=(2, 3)).mean(dim=1))
+    return torch.stack(distances, dim=1)
+
+
 def style_distance(maps: list[torch.Tensor], target_grams: list[torch.Tensor], layer_weights: list[float] | None = None,
-                   floors: torch.Tensor | None = None) -> torch.Tensor:
-    """Eq. 5 per generated image: sum over layers l of w_l D_l(x), D_l(x) = mean over the shots i of
-    ||G^l(x) - G^l(x^B_i)||_F^2 (``target_grams[l]`` is ``(m, C_l, C_l)``), or of w_l max(0, D_l(x) - s_l) with
-    ``floors`` s_l (:func:`shot_spread`); ``layer_weights`` w_l (default all 1, as the code). ``(B,)``."""
-    weights = layer_weights or [1.0] * len(maps)
-    total = 0.0
-    for layer, (targets, weight) in enumerate(zip(target_grams, weights)):
-        difference = gram(maps[layer])[:, None] - targets[None].to(maps[layer].device)
-        distance = difference.pow(2).sum(dim=(2, 3)).mean(dim=1)
-        if floors is not None:
-            distance = (distance - float(floors[layer])).clamp(min=0)
-        total = total + weight * distance
-    return total
+                   floors: torch.Tensor | None = None, distances: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 5 per generated image: sum over layers l of w_l D_l(x) (:func:`layer_distances`, or ``distances`` when
+    already computed), or of w_l max(0, D_l(x) - s_l) with ``floors`` s_l (:func:`shot_spread`); ``layer_weights``
+    w_l (default all 1, as the code). ``(B,)``."""
+    if distances is None:
+        distances = layer_distances(maps, target_grams)
+    if floors is not None:
+        distances = (distances - floors.to(distances)).clamp(min=0)
+    weights = torch.tensor(layer_weights or [1.0] * distances.shape[1], dtype=distances.dtype, device=distances.device)
+    return distances @ weights
 
 
 def ddc_distance(embedding: torch.Tensor, source_embedding: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
@@ -483,11 +490,12 @@ class Phasic(Method):
         translated = self.model.schedule.predict(output, x_t, times).x0.clamp(-1, 1)
         embedding, maps = self.encoder(translated)
         ddc = ddc_distance(embedding, self.source_embeddings[index].to(device), self.direction)
+        distances = layer_distances(maps, self.target_grams)
         floors = self.style_spread if self.options.style_rule == "hinge" else None
-        style = style_distance(maps, self.target_grams, self.style_layer_weights, floors)
+        style = style_distance(maps, self.target_grams, self.style_layer_weights, floors, distances)
         spread = float(self.style_spread.cpu() @ torch.tensor(self.style_layer_weights))
         with torch.no_grad():
-            score = style_distance(maps, self.target_grams, self.style_layer_weights) / spread if spread > 0 else None
+            score = style_distance(maps, self.target_grams, self.style_layer_weights, distances=distances) / spread if spread > 0 else None
         return ddc, style, score
 
     def losses(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
