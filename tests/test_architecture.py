@@ -71,3 +71,40 @@ def test_cli_methods_are_the_registry():
     adapt = next(param for param in main.commands["adapt"].params if param.name == "method")
     assert set(adapt.type.choices) == set(METHODS) - {DistillConfig().method}
     assert DistillConfig().method in METHODS
+
+
+# Lowest first; a module may import its own layer and those below it (DESIGN.md, "Shape": data -> models ->
+# methods -> train -> sampling -> metrics -> report -> api -> cli, with the shared helpers beneath them).
+LAYERS = (
+    ("tenshot.errors", "tenshot.cache"),
+    ("tenshot.data",),
+    ("tenshot.diffusion",),
+    ("tenshot.models",),
+    ("tenshot.config",),
+    ("tenshot.methods",),
+    ("tenshot.train",),
+    ("tenshot.runs",),
+    ("tenshot.sampling", "tenshot.source_images"),
+    ("tenshot.metrics",),
+    ("tenshot.run_report",),
+    ("tenshot.api",),
+    ("tenshot.cli", "tenshot"),
+)
+
+
+def layer(module: str) -> int:
+    """The index in LAYERS of the longest prefix that names ``module`` or a package above it."""
+    matches = [(len(prefix), index) for index, prefixes in enumerate(LAYERS) for prefix in prefixes if module == prefix or module.startswith(prefix + ".")]
+    assert matches, f"{module} has no layer in LAYERS"
+    return max(matches)[1]
+
+
+def test_imports_flow_down_the_layers():
+    upward = [f"{module} -> {target}" for module, targets in import_graph().items() for target in targets if layer(target) > layer(module)]
+    assert not upward, "imports from a lower layer to a higher one: " + ", ".join(sorted(upward))
+
+
+def test_the_layer_check_can_fail():
+    assert layer("tenshot.methods.crdi") > layer("tenshot.models.unet")
+    assert layer("tenshot.sampling") < layer("tenshot.metrics.evaluate") < layer("tenshot.api")
+    assert layer("tenshot") == layer("tenshot.cli")

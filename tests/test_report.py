@@ -17,8 +17,7 @@ from test_cli import invoke
 from tenshot import api
 from tenshot.config import AdaptConfig, DemoConfig, PretrainConfig, ReportConfig, TrainConfig
 from tenshot.data.images import make_grid, split_grid
-from tenshot.plot import CURVE, HEIGHT, MARGIN_BOTTOM, MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, SCALE, WIDTH, line_plot, linear_ticks, log_ticks, uses_log_scale
-from tenshot.run_report import loss_series, nearest_shots, read_log
+from tenshot.run_report import CURVE_DPI, CURVE_SIZE, curve_figure, loss_series, nearest_shots, read_log, running_mean, uses_log_scale
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -96,7 +95,7 @@ def test_pretrain_run_report_renders_without_shots(pretrain_run, browser):
     assert alts == [f"{key} loss curve" for key in result.loss_keys] + ["samples at step 2", "samples at step 3"]
     assert "Shots and nearest samples" not in headings(browser)
     loss = images[0]
-    assert (loss["width"], loss["height"]) == (WIDTH * SCALE, HEIGHT * SCALE)
+    assert (loss["width"], loss["height"]) == tuple(round(inches * CURVE_DPI) for inches in CURVE_SIZE)
     assert images[1]["width"] == 2 * (16 + 2) + 2  # the 4-image grid at its own size
     text = result.path.read_text()
     assert "http://" not in text and "https://" not in text and "<script" not in text  # static and offline
@@ -243,35 +242,29 @@ def test_split_grid_inverts_make_grid():
         split_grid(np.zeros((37, 38, 3), np.uint8), 4)
 
 
-def test_ticks_are_nice_numbers():
-    assert linear_ticks(10, 300, 6) == [50, 100, 150, 200, 250, 300]
-    assert linear_ticks(0.0301, 0.0319, 5) == pytest.approx([0.0305, 0.031, 0.0315])
-    assert log_ticks(0.02, 3.0) == pytest.approx([0.02, 0.05, 0.1, 0.2, 0.5, 1, 2])  # two powers only: 1-2-5
-    assert log_ticks(1e-4, 2.0) == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1, 1.0])
+def test_log_scale_only_for_positive_values_spanning_a_decade():
     assert uses_log_scale([2.0, 0.1]) and not uses_log_scale([0.5, 0.06]) and not uses_log_scale([1.0, 0.0, 20.0])
 
 
-def _curve_pixels(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-    rows, columns = np.nonzero(np.all(np.asarray(image) == CURVE, axis=-1))
-    return rows, columns
+def test_running_mean_is_centred():
+    values = np.array([0.0, 0.0, 3.0, 0.0, 0.0])
+    np.testing.assert_allclose(running_mean(values, 3), [0.0, 1.0, 1.0, 1.0, 0.0])
+    np.testing.assert_allclose(running_mean(np.arange(6.0), 1), np.arange(6.0))
 
 
-def test_loss_curve_is_drawn_where_the_values_are():
+def test_loss_curve_plots_the_values_and_picks_its_axis():
     steps = np.arange(1, 41)
     falling = 1.0 - steps / 50.0  # 0.98 down to 0.2: linear axis
-    image = line_plot(steps, falling, "total")
-    assert image.size == (WIDTH * SCALE, HEIGHT * SCALE)
-    rows, columns = _curve_pixels(image)
-    left, right = MARGIN_LEFT * SCALE, (WIDTH - MARGIN_RIGHT) * SCALE
-    top, bottom = MARGIN_TOP * SCALE, (HEIGHT - MARGIN_BOTTOM) * SCALE
-    assert len(rows) > right - left  # a line across the plot, not a few stray pixels
-    assert rows.min() >= top - SCALE and rows.max() <= bottom + SCALE and columns.min() >= left - SCALE and columns.max() <= right + SCALE
-    # the first value is at the top left, the last at the bottom right; the line is straight in between
-    assert rows[columns == columns.min()].mean() < top + 0.1 * (bottom - top)
-    assert rows[columns == columns.max()].mean() > bottom - 0.1 * (bottom - top)
-    middle = (left + right) // 2
-    assert abs(rows[columns == middle].mean() - (top + bottom) / 2) < 0.05 * (bottom - top)
-    # spanning two decades, the axis is logarithmic: an exponential decay is a straight line
-    decay = 10.0 ** (-steps / 20.0)
-    rows, columns = _curve_pixels(line_plot(steps, decay, "total"))
-    assert abs(rows[columns == middle].mean() - (top + bottom) / 2) < 0.05 * (bottom - top)
+    axes = curve_figure(steps, falling, "total").axes[0]
+    (line,) = axes.get_lines()
+    np.testing.assert_array_equal(line.get_xdata(), steps)
+    np.testing.assert_array_equal(line.get_ydata(), falling)
+    assert axes.get_yscale() == "linear" and axes.get_title(loc="left") == "total"
+    decay = 10.0 ** (-steps / 20.0)  # two decades: logarithmic
+    assert curve_figure(steps, decay, "total").axes[0].get_yscale() == "log"
+    many = np.linspace(1.0, 0.5, 200)
+    raw, mean = curve_figure(np.arange(200), many, "total").axes[0].get_lines()
+    np.testing.assert_array_equal(raw.get_ydata(), many)
+    np.testing.assert_allclose(mean.get_ydata(), running_mean(many, 8))
+    with pytest.raises(ValueError):
+        curve_figure([1, 2], [1.0], "total")

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from .cache import replace_folder
-from .config import AdaptConfig, DemoConfig, DistillConfig, ExportConfig, PretrainConfig, ReportConfig, SampleConfig, TrainConfig, TranslateConfig, load_yaml, save_yaml, to_dict
+from .config import AdaptConfig, DemoConfig, DistillConfig, ExportConfig, PretrainConfig, ReportConfig, SampleConfig, TrainConfig, TranslateConfig
 from .errors import TenshotError
-from .sampling import default_sample_batch, generate, load_for_sampling, occupied, write_samples  # noqa: F401  (default_sample_batch: tenshot.api's since before sampling.py)
+from .runs import RUN_CONFIG, occupied, prepare_run, read_run_config, write_weights
+from .sampling import default_sample_batch, generate, load_for_sampling, write_samples  # noqa: F401  (default_sample_batch: tenshot.api's since before sampling.py)
 
 
 @dataclass
@@ -36,37 +37,6 @@ class SampleResult:
     seconds: float
 
 
-def _prepare_run(out: Path, config, resume: bool) -> None:
-    """A new run needs an absent or empty folder; a resumed one the same config (``train.steps`` may grow).
-
-    Under ``torchrun``/``accelerate launch`` every process runs this: all of them check before any writes
-    (otherwise the first to write ``config.yaml`` makes the others see a non-empty folder), then only the
-    main process writes.
-    """
-    from .train.loop import distributed_state
-
-    state = distributed_state()
-    saved = out / "config.yaml"
-    if resume:
-        if not saved.is_file():
-            raise TenshotError(f"{out}: nothing to resume (no config.yaml)")
-        previous = to_dict(load_yaml(type(config), saved))
-        current = to_dict(config)
-        previous["train"].pop("steps")
-        current_steps = current["train"].pop("steps")
-        if previous != current:
-            changed = sorted(k for k in current if current[k] != previous.get(k))
-            raise TenshotError(f"{out}: --resume needs the same settings as the run (changed: {', '.join(changed)})")
-        current["train"]["steps"] = current_steps
-    elif occupied(out):
-        raise TenshotError(f"{out}: folder exists and is not empty; choose another --out or pass --resume")
-    state.wait_for_everyone()
-    if state.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_yaml(config, saved)
-    state.wait_for_everyone()
-
-
 def _train_and_export(method, images: np.ndarray, train: TrainConfig, out: Path, resume: bool, monitor=None, stop_on_copies: float | None = None) -> RunResult:
     from .train.loop import Trainer
 
@@ -74,23 +44,10 @@ def _train_and_export(method, images: np.ndarray, train: TrainConfig, out: Path,
     result = trainer.train()
     if trainer.is_main:
         result.ema.copy_to(method.averaged_module())
-        _export(method, out)
+        write_weights(method, out)
     page = report(ReportConfig(run=str(out))).path if trainer.is_main else None
     trainer.accelerator.wait_for_everyone()
     return RunResult(run=out, model=out / "model", steps=result.steps, seconds=result.seconds, final_losses=result.final_losses, report=page, stopped=result.stopped)
-
-
-def _export(method, out: Path) -> None:
-    """``model/`` from ``method.model.unet`` and ``method.safetensors`` from its extra tensors (the EMA weights
-    are already copied into the method's modules)."""
-    from .models.unet import DiffusionModel, save_model
-
-    replace_folder(out / "model", lambda staging: save_model(DiffusionModel(method.model.unet, method.model.schedule), staging))
-    extra = method.extra_tensors()
-    if extra:
-        from safetensors.torch import save_file
-
-        save_file({k: v.detach().cpu().contiguous() for k, v in extra.items()}, out / "method.safetensors")
 
 
 def export(config: ExportConfig) -> Path:
@@ -124,8 +81,8 @@ def export(config: ExportConfig) -> Path:
     ema.copy_to(method.averaged_module())
 
     def write(staging: Path) -> None:
-        shutil.copyfile(run / "config.yaml", staging / "config.yaml")
-        _export(method, staging)
+        shutil.copyfile(run / RUN_CONFIG, staging / RUN_CONFIG)
+        write_weights(method, staging)
 
     replace_folder(out, write)
     return out
@@ -142,7 +99,7 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> RunResult:
     images = load_domain(config.data, config.size, default_split="all", minimum=1)
     torch.manual_seed(config.train.seed)
     model = new_model(config.preset, config.size, config.prediction_type)
-    _prepare_run(out, config, resume)
+    prepare_run(out, config, resume)
     method = FineTune(model, FineTuneOptions(snr_gamma=config.snr_gamma))
     return _train_and_export(method, images, config.train, out, resume)
 
@@ -174,7 +131,7 @@ def adapt(config: AdaptConfig, resume: bool = False) -> RunResult:
     elif config.source_data:
         raise TenshotError(f"--source-data is for methods that use source images (phasic); {config.method} does not")
     method.setup(to_tensor(images))
-    _prepare_run(out, config, resume)
+    prepare_run(out, config, resume)
     initialisation = method.initialisation()
     if initialisation is not None:
         initialised_alone = _initialise(method, initialisation, source, config, out, resume)
@@ -200,16 +157,7 @@ TEACHER_FOLDER = "teacher"
 
 def _adapt_run_shots(reference: str) -> str:
     """The target domain an adapt run was trained on (its ``config.yaml``), for ``distill --data shots``."""
-    import yaml
-
-    saved = Path(reference) / "config.yaml"
-    target = None
-    if saved.is_file():
-        try:
-            values = yaml.safe_load(saved.read_text())
-        except yaml.YAMLError as error:
-            raise TenshotError(f"{saved}: unreadable config ({error})") from None
-        target = values.get("target") if isinstance(values, dict) else None
+    target = (read_run_config(reference) or {}).get("target")
     if not target:
         raise TenshotError(f"--data shots: {reference} is not an adapt run whose config.yaml names its target; give the shots as a folder")
     return str(target)
@@ -255,7 +203,7 @@ def distill(config: DistillConfig, resume: bool = False) -> RunResult:
         given = load_domain(config.data, model.size, default_split="all")
     else:
         given = None
-    _prepare_run(out, config, resume)
+    prepare_run(out, config, resume)
     parts = [_teacher_samples(config, out, model.size)] if teacher else []
     images = np.concatenate(parts + ([given] if given is not None else []))
     torch.manual_seed(config.train.seed)
@@ -276,7 +224,7 @@ def _initialise(method, initialisation, source: np.ndarray, config: AdaptConfig,
     if not initialisation.alone:
         return None
     if distributed_state().is_main_process:
-        _export(method, out)
+        write_weights(method, out)
     return RunResult(run=out, model=out / "model", steps=done.steps, seconds=done.seconds, final_losses=done.final_losses)
 
 

@@ -2,7 +2,7 @@
 
 The page shows
 - the run's ``config.yaml`` and a summary (method, source, target, steps, time, final losses);
-- one loss curve per logged key of ``log.jsonl``, drawn with Pillow (:mod:`tenshot.plot`), and the memorisation
+- one loss curve per logged key of ``log.jsonl``, drawn with matplotlib, and the memorisation
   monitor's curves where an adapt run logged them (:mod:`tenshot.metrics.memorisation`);
 - the fixed-noise grids ``samples/step-N.png`` in step order;
 - a table of ``metrics.json`` files (the run's own and any given), keys in DESIGN.md's order;
@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 from PIL import Image
 
 from .cache import replace_file
 from .config import ReportConfig
 from .errors import TenshotError
+from .runs import RUN_CONFIG, read_run_config
 from .train.loop import COPY_STOP_KEY
 
 REPORT_FILE = "report.html"
@@ -75,21 +75,10 @@ class Pairing:
 # --- reading a run ---------------------------------------------------------------------------------
 
 
-def read_run_config(run: Path) -> tuple[dict, str]:
+def read_config_text(run: Path) -> tuple[dict, str]:
     """The run's ``config.yaml`` as a mapping and as text."""
-    path = run / "config.yaml"
-    if not run.is_dir():
-        raise TenshotError(f"{run}: no such run folder")
-    if not path.is_file():
-        raise TenshotError(f"{run}: not a run folder (no config.yaml)")
-    text = path.read_text()
-    try:
-        values = yaml.safe_load(text) or {}
-    except yaml.YAMLError as error:
-        raise TenshotError(f"{path}: unreadable config ({error})") from None
-    if not isinstance(values, dict):
-        raise TenshotError(f"{path}: expected a mapping")
-    return values, text
+    values = read_run_config(run, required=True)
+    return values, (run / RUN_CONFIG).read_text()
 
 
 def read_log(path: Path) -> tuple[list[dict], int]:
@@ -250,9 +239,8 @@ def data_uri(image: np.ndarray | Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _img(image: np.ndarray | Image.Image, alt: str, width: int, height: int, pixels: bool = True) -> str:
-    css = ' class="pixels"' if pixels else ""
-    return f'<img{css} src="{data_uri(image)}" alt="{html.escape(alt)}" width="{width}" height="{height}">'
+def _img(image: np.ndarray | Image.Image, alt: str, width: int, height: int) -> str:
+    return f'<img class="pixels" src="{data_uri(image)}" alt="{html.escape(alt)}" width="{width}" height="{height}">'
 
 
 def _scaled(image: np.ndarray, target: int) -> tuple[int, int]:
@@ -286,13 +274,64 @@ def _summary(run: Path, run_config: dict, records: list[dict]) -> str:
     return f"<table>{body}</table>"
 
 
-def _curves(series: dict, what: str) -> str:
-    from .plot import HEIGHT, WIDTH, line_plot
+SMOOTH_ABOVE = 50  # more logged values than this: the raw series faint, a centred running mean on top
+CURVE_SIZE = (5.2, 2.6)  # inches at 100 dpi: the CSS size of each curve
+CURVE_DPI = 200  # drawn at twice its CSS size, sharp on high-density screens
 
-    figures = [
-        f"<figure>{_img(line_plot(steps, values, key), f'{key} {what}', WIDTH, HEIGHT, pixels=False)}</figure>"
-        for key, (steps, values) in series.items()
-    ]
+
+def uses_log_scale(values) -> bool:
+    """A log y axis for positive values spanning at least a decade (max / min >= 10)."""
+    values = np.asarray(values, dtype=float)
+    return bool(len(values) and values.min() > 0 and values.max() / values.min() >= 10.0)
+
+
+def running_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Centred running mean: each value averaged with its neighbours in a ``window`` wide span (shorter at
+    the ends), so that the mean does not lag behind a falling loss."""
+    sums = np.cumsum(np.concatenate([[0.0], values]))
+    index = np.arange(len(values))
+    starts = np.maximum(0, index - window // 2)
+    ends = np.minimum(len(values), index - window // 2 + window)
+    return (sums[ends] - sums[starts]) / (ends - starts)
+
+
+def curve_figure(steps, values, title: str):
+    """A matplotlib figure of ``values`` against ``steps``: log y axis by :func:`uses_log_scale`, and above
+    ``SMOOTH_ABOVE`` points the raw series faint under its running mean."""
+    from matplotlib.figure import Figure  # no pyplot: a figure alone renders with Agg, whatever the backend
+
+    x, y = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or len(x) == 0:
+        raise ValueError(f"expected two equal non-empty 1-d series, got {x.shape} and {y.shape}")
+    figure = Figure(figsize=CURVE_SIZE, dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    caption = title
+    if len(y) > SMOOTH_ABOVE:
+        window = max(2, len(y) // 25)
+        axes.plot(x, y, color="#9ecae1", linewidth=1)
+        axes.plot(x, running_mean(y, window), color="#08519c", linewidth=2)
+        caption += f"; dark: running mean of {window} logged values"
+    else:
+        axes.plot(x, y, color="#08519c", linewidth=2, marker="o" if len(y) == 1 else None)
+    if uses_log_scale(y):
+        axes.set_yscale("log")
+        caption += " (log scale)"
+    axes.set_title(caption, fontsize=10, loc="left")
+    axes.set_xlabel("step")
+    axes.grid(color="#e6e6e6")
+    return figure
+
+
+def _figure_img(figure, alt: str) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=CURVE_DPI)
+    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    width, height = (round(inches * 100) for inches in CURVE_SIZE)
+    return f'<img src="{uri}" alt="{html.escape(alt)}" width="{width}" height="{height}">'
+
+
+def _curves(series: dict, what: str) -> str:
+    figures = [f"<figure>{_figure_img(curve_figure(steps, values, key), f'{key} {what}')}</figure>" for key, (steps, values) in series.items()]
     return f'<div class="row">{"".join(figures)}</div>'
 
 
@@ -409,7 +448,7 @@ def write_report(config: ReportConfig) -> ReportResult:
     config.validate()
     started = time.perf_counter()
     run = Path(config.run)
-    run_config, config_text = read_run_config(run)
+    run_config, config_text = read_config_text(run)
     records, skipped = read_log(run / "log.jsonl")
     grids = training_grids(run)
     own = run / "metrics.json"

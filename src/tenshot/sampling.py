@@ -10,6 +10,7 @@ import torch
 
 from .cache import replace_folder
 from .errors import TenshotError
+from .runs import occupied, read_run_config
 
 if TYPE_CHECKING:
     from .methods import Method
@@ -20,7 +21,6 @@ def load_for_sampling(reference: str | Path, device: str | torch.device = "cpu")
     names the method and options, ``model/`` holds the averaged weights, ``method.safetensors`` the method's
     tensors); any other model reference through plain fine-tuning's sampler (DDIM or DDPM of the UNet), or
     through GDD's one evaluation when its config marks it a one-step generator (a distilled ``model/``)."""
-    import yaml
     from safetensors.torch import load_file
 
     from .methods import build_method, is_one_step
@@ -28,15 +28,10 @@ def load_for_sampling(reference: str | Path, device: str | torch.device = "cpu")
 
     model = load_model(reference, device)
     run = Path(reference)
-    saved = run / "config.yaml"
     name, options = ("gdd" if is_one_step(model.unet) else "finetune"), {}
-    if run.is_dir() and saved.is_file():
-        try:
-            config = yaml.safe_load(saved.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise TenshotError(f"{saved}: unreadable config ({error})") from None
-        if isinstance(config, dict) and "method" in config:
-            name, options = config["method"], config.get("options") or {}
+    config = read_run_config(run) if run.is_dir() else None
+    if config and "method" in config:
+        name, options = config["method"], config.get("options") or {}
     method = build_method(name, model, options)
     extra = run / "method.safetensors"
     method.load_extra_tensors(load_file(extra, device=str(device)) if run.is_dir() and extra.is_file() else {})
@@ -74,12 +69,6 @@ def generate(method, n: int, *, steps: int = 25, sampler: str = "ddim", eta: flo
             bar.update(len(indices))
     return np.concatenate(chunks)
 
-
-def occupied(out: Path) -> bool:
-    """True for a non-empty folder; a file in the way is an error."""
-    if out.exists() and not out.is_dir():
-        raise TenshotError(f"{out}: exists and is not a folder")
-    return out.exists() and any(out.iterdir())
 
 
 def write_samples(images: np.ndarray, out: Path) -> tuple[Path, Path]:

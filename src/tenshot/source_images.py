@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from .cache import cache_root, content_key, replace_file
 from .errors import TenshotError
+from .runs import read_run_config
 from .models.unet import DiffusionModel, resolve_model_folder
 
 SAMPLE_STEPS = 25
@@ -44,14 +44,9 @@ def model_fingerprint(model: DiffusionModel) -> str:
 def card_dataset(reference: str | Path) -> str | None:
     """The dataset a source model's card names (module docstring), or None."""
     folder = resolve_model_folder(reference)
-    run_config = folder.parent / "config.yaml"
-    if folder.name == "model" and run_config.is_file():
-        try:
-            values = yaml.safe_load(run_config.read_text()) or {}
-        except yaml.YAMLError:
-            values = {}
-        if isinstance(values, dict) and "data" in values and "method" not in values:
-            return str(values["data"])
+    values = read_run_config(folder.parent) if folder.name == "model" else None
+    if values and "data" in values and "method" not in values:
+        return str(values["data"])
     card = folder / "README.md"
     if card.is_file():
         match = _PRETRAIN_DATA.search(card.read_text(errors="replace").replace("\\\n", " "))

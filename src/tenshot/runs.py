@@ -1,0 +1,83 @@
+"""Run folders (DESIGN.md, "Run folder"): preparing one for a training command, writing its weights, and reading
+back the ``config.yaml`` that names its method, options and data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .cache import replace_folder
+from .config import load_yaml, save_yaml, to_dict
+from .errors import TenshotError
+
+RUN_CONFIG = "config.yaml"
+
+
+def occupied(out: Path) -> bool:
+    """True for a non-empty folder; a file in the way is an error."""
+    if out.exists() and not out.is_dir():
+        raise TenshotError(f"{out}: exists and is not a folder")
+    return out.exists() and any(out.iterdir())
+
+
+def read_run_config(run: str | Path, required: bool = False) -> dict | None:
+    """The mapping in ``run/config.yaml``. Without one: None, or with ``required`` a one-line error; a file that
+    is not YAML, or not a mapping, is always an error."""
+    import yaml
+
+    run = Path(run)
+    path = run / RUN_CONFIG
+    if not path.is_file():
+        if not required:
+            return None
+        raise TenshotError(f"{run}: no such run folder" if not run.is_dir() else f"{run}: not a run folder (no {RUN_CONFIG})")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise TenshotError(f"{path}: unreadable config ({error})") from None
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise TenshotError(f"{path}: expected a mapping")
+    return values
+
+
+def prepare_run(out: Path, config, resume: bool) -> None:
+    """A new run needs an absent or empty folder; a resumed one the same config (``train.steps`` may grow).
+
+    Under ``torchrun``/``accelerate launch`` every process runs this: all of them check before any writes
+    (otherwise the first to write ``config.yaml`` makes the others see a non-empty folder), then only the
+    main process writes.
+    """
+    from .train.loop import distributed_state
+
+    state = distributed_state()
+    saved = out / RUN_CONFIG
+    if resume:
+        if not saved.is_file():
+            raise TenshotError(f"{out}: nothing to resume (no {RUN_CONFIG})")
+        previous = to_dict(load_yaml(type(config), saved))
+        current = to_dict(config)
+        previous["train"].pop("steps")
+        current["train"].pop("steps")
+        if previous != current:
+            changed = sorted(k for k in current if current[k] != previous.get(k))
+            raise TenshotError(f"{out}: --resume needs the same settings as the run (changed: {', '.join(changed)})")
+    elif occupied(out):
+        raise TenshotError(f"{out}: folder exists and is not empty; choose another --out or pass --resume")
+    state.wait_for_everyone()
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_yaml(config, saved)
+    state.wait_for_everyone()
+
+
+def write_weights(method, out: Path) -> None:
+    """``out/model/`` from ``method.model`` and ``out/method.safetensors`` from its extra tensors (a run's
+    averaged weights, once the EMA has been copied into the method's modules)."""
+    from safetensors.torch import save_file
+
+    from .models.unet import DiffusionModel, save_model
+
+    replace_folder(out / "model", lambda staging: save_model(DiffusionModel(method.model.unet, method.model.schedule), staging))
+    extra = method.extra_tensors()
+    if extra:
+        save_file({k: v.detach().cpu().contiguous() for k, v in extra.items()}, out / "method.safetensors")
