@@ -186,6 +186,7 @@ def test_adaptation_leaves_the_network_untouched(tmp_path):
     after = method.unet.state_dict()
     assert all(torch.equal(before[name], after[name]) for name in before)
     assert all(p.grad is None and not p.requires_grad for p in method.unet.parameters())
+    assert method.train().training and not method.unet.training  # the frozen UNet stays in eval mode
     assert all(not torch.equal(old, new) for old, new in zip(embeddings, method.embeddings))
     logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert {"total", "x0", "previous", "penalty"} <= set(logged[-1])

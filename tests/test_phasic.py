@@ -394,3 +394,15 @@ def test_source_data_is_refused_by_methods_without_source_images(tmp_path):
     result = CliRunner().invoke(main, ["adapt", "--source", str(source), "--target", str(shots), "--source-data", str(shots), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "--source-data is for methods that use source images" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_with_another_fusion_is_refused():
+    method = _method()
+    saved = {name: value.clone() for name, value in method.extra_tensors().items()}
+    method.load_extra_tensors({name: value + 1 for name, value in saved.items()})
+    assert all(torch.equal(value + 1, method.extra_tensors()[name]) for name, value in saved.items())
+    name = next(iter(saved))
+    with pytest.raises(TenshotError, match="phasic fusion"):
+        method.load_extra_tensors(saved | {name: saved[name][:1]})
+    with pytest.raises(TenshotError, match="phasic fusion"):
+        method.load_extra_tensors({})

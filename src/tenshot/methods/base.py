@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import TenshotError
+from ..models.frozen import keep_in_eval
 from ..models.unet import DiffusionModel
 
 
@@ -52,6 +53,15 @@ class Initialisation:
     alone: bool = False
 
 
+def restore_tensors(module: torch.nn.Module, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], prefix: str, what: str) -> None:
+    """Load into ``module`` the ``tensors`` that a method's ``extra_tensors`` saved as ``expected`` (``module``'s
+    state under ``prefix``); other names or shapes are one clear error saying the file is not ``what``."""
+    if set(tensors) != set(expected) or any(tensors[name].shape != value.shape for name, value in expected.items()):
+        found = ", ".join(sorted(tensors)[:3]) or "nothing"
+        raise TenshotError(f"method.safetensors does not hold {what} (found {found}): a run of other options or another method")
+    module.load_state_dict({name[len(prefix) :]: value for name, value in tensors.items()}, strict=False)
+
+
 class Method(torch.nn.Module):
     """A trainable adaptation of a diffusion model.
 
@@ -71,6 +81,8 @@ class Method(torch.nn.Module):
     # how many source-domain images setup() needs; api.adapt loads them into ``source_images`` before setup
     needs_source_images: int = 0
     source_images: torch.Tensor | None = None
+    # submodules that never train (a frozen UNet, a frozen source copy): kept in eval mode, dropout off, by train()
+    frozen_modules: tuple[str, ...] = ()
 
     def __init__(self, model: DiffusionModel, options):
         """Registers the UNet being adapted as ``self.unet`` and keeps the method's options."""
@@ -78,6 +90,11 @@ class Method(torch.nn.Module):
         self.model = model
         self.unet = model.unet
         self.options = options
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        keep_in_eval(self, self.frozen_modules)
+        return self
 
     def setup(self, target: torch.Tensor) -> None:
         """Called once before training with every target image, ``(N, 3, H, W)`` in [-1, 1], for methods whose

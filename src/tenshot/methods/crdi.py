@@ -238,6 +238,7 @@ class CRDI(Method):
 
     name = "crdi"
     some_parameters_unused = True  # a step trains one segment's embeddings
+    frozen_modules = ("unet",)  # as in the code: no dropout in the frozen UNet
 
     def __init__(self, model: DiffusionModel, options: CRDIOptions | None = None):
         super().__init__(model, options or CRDIOptions())
@@ -265,12 +266,6 @@ class CRDI(Method):
     def _install(self, shots: torch.Tensor, per_segment: torch.Tensor) -> None:
         self.shots = shots.clone()
         self.embeddings = torch.nn.ParameterList(torch.nn.Parameter(g.clone()) for g in per_segment)
-
-    def train(self, mode: bool = True) -> CRDI:
-        """The frozen UNet stays in eval mode (no dropout), as in the code, whatever the trainer asks."""
-        super().train(mode)
-        self.unet.eval()
-        return self
 
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         return {"embeddings": torch.stack(list(self.embeddings), dim=1).detach(), "shots": self.shots.detach()}

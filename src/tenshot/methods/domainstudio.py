@@ -186,6 +186,7 @@ class DomainStudio(Method):
     (module docstring: the equations, the presets and why)."""
 
     name = "domainstudio"
+    frozen_modules = ("source",)
 
     def __init__(self, model: DiffusionModel, options: DomainStudioOptions | None = None):
         super().__init__(model, options or DomainStudioOptions())
@@ -194,12 +195,6 @@ class DomainStudio(Method):
         self.clip_x0 = model.schedule.prediction_type == "epsilon" if clip is None else bool(clip)
         self.source = copy.deepcopy(model.unet).requires_grad_(False).eval()
         self.unet.requires_grad_(True)
-
-    def train(self, mode: bool = True) -> "DomainStudio":
-        """The frozen source copy stays in eval mode (no dropout) whatever the trainer asks."""
-        super().train(mode)
-        self.source.eval()
-        return self
 
     def losses(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         settings = self.settings

