@@ -110,8 +110,8 @@ code uses them, in ``method.safetensors`` (``embeddings`` ``(N, segments, 3, H, 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -120,6 +120,7 @@ from ..diffusion.schedule import NoiseSchedule, Prediction, default_scheduler_co
 from ..errors import TenshotError
 from ..models.unet import DiffusionModel
 from .base import Batch, Method
+from .options import check_choices, check_flags, check_integers, check_numbers
 
 PAPER_TIMESTEPS = 1000
 INITS = ("normal", "zeros")
@@ -139,6 +140,8 @@ class CRDIOptions:
     ``init``: normal or zeros.
     """
 
+    method: ClassVar[str] = "crdi"
+
     segments: int = 15
     t_start: int = 208
     t_end: int = 832
@@ -151,21 +154,11 @@ class CRDIOptions:
     init: str = "normal"
 
     def __post_init__(self):
-        for name in ("segments", "t_start", "t_end", "grid_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise TenshotError(f"crdi {name} must be an integer, got {value!r}")
-        for name in ("guidance_scale", "penalty_weight", "anneal_scale"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
-                raise TenshotError(f"crdi {name} must be a number >= 0, got {value!r}")
-        for name in ("random_noise", "reassign"):
-            if not isinstance(getattr(self, name), bool):
-                raise TenshotError(f"crdi {name} must be true or false, got {getattr(self, name)!r}")
-        if self.init not in INITS:
-            raise TenshotError(f"crdi init must be one of {', '.join(INITS)}, got {self.init!r}")
-        if not 2 <= self.grid_steps <= PAPER_TIMESTEPS:
-            raise TenshotError(f"crdi grid_steps must be between 2 and {PAPER_TIMESTEPS}, got {self.grid_steps}")
+        check_integers(self, 0, "segments", "t_start", "t_end")
+        check_integers(self, 2, "grid_steps", maximum=PAPER_TIMESTEPS)
+        check_numbers(self, "guidance_scale", "penalty_weight", "anneal_scale")
+        check_flags(self, "random_noise", "reassign")
+        check_choices(self, init=INITS)
         if not 0 <= self.t_start < self.t_end <= PAPER_TIMESTEPS:
             raise TenshotError(f"crdi needs 0 <= t_start < t_end <= {PAPER_TIMESTEPS}, got t_start={self.t_start}, t_end={self.t_end}")
         window = len(window_indices(self.t_start, self.t_end, self.grid_steps))

@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +80,7 @@ import torch.nn.functional as F
 from ..errors import TenshotError
 from ..models.unet import DiffusionModel
 from .base import Batch, Method
+from .options import check_choices, check_numbers
 from .frequency import high_frequency
 from .losses import diffusion_loss
 
@@ -106,6 +108,8 @@ class DomainStudioOptions:
     L_simple as in finetune (.inf: the papers' plain eps-MSE).
     """
 
+    method: ClassVar[str] = "domainstudio"
+
     preset: str = "paper"
     pair_weight: float | None = None
     hf_pair_weight: float | None = None
@@ -117,16 +121,8 @@ class DomainStudioOptions:
     clip_x0: bool | None = None
 
     def __post_init__(self):
-        if self.preset not in PRESETS:
-            raise TenshotError(f"domainstudio preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        if self.kl_direction is not None and self.kl_direction not in KL_DIRECTIONS:
-            raise TenshotError(f"domainstudio kl_direction must be one of {', '.join(KL_DIRECTIONS)}, got {self.kl_direction!r}")
-        if self.kl_reduction is not None and self.kl_reduction not in KL_REDUCTIONS:
-            raise TenshotError(f"domainstudio kl_reduction must be one of {', '.join(KL_REDUCTIONS)}, got {self.kl_reduction!r}")
-        for name in ("pair_weight", "hf_pair_weight", "hf_mse_weight"):
-            value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and value >= 0):
-                raise TenshotError(f"domainstudio {name} must be a number >= 0, got {value!r}")
+        check_choices(self, preset=tuple(PRESETS), kl_direction=(None, *KL_DIRECTIONS), kl_reduction=(None, *KL_REDUCTIONS))
+        check_numbers(self, "pair_weight", "hf_pair_weight", "hf_mse_weight", optional=True)
         if self.paper_hf_mse and self.hf_mse_weight is not None and self.hf_mse_weight != PAPER_HF_MSE_WEIGHT:
             raise TenshotError(f"domainstudio: paper_hf_mse sets hf_mse_weight {PAPER_HF_MSE_WEIGHT}; do not also give hf_mse_weight={self.hf_mse_weight}")
 

@@ -55,6 +55,7 @@ The EMA of the generator (what ``model/`` holds) has a half-life of a fraction o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +64,7 @@ from ..diffusion.samplers import randn
 from ..errors import TenshotError
 from ..models.unet import DiffusionModel
 from .base import Batch, Method, ParameterGroup, restore_tensors
+from .options import check_choices, check_integers, check_numbers
 from .projected import ProjectedDiscriminator
 
 VARIANTS = ("gdd-i", "gdd")
@@ -79,6 +81,8 @@ class GDDOptions:
     ``resolution``: the discriminator's input size (a multiple of 32). ``channels``: width c of the random
     projections. ``head_width``: the widest head layer."""
 
+    method: ClassVar[str] = "gdd"
+
     variant: str = "gdd-i"
     r1_gamma: float = 1e-4
     r1_interval: int = 16
@@ -88,16 +92,11 @@ class GDDOptions:
     head_width: int = 512
 
     def __post_init__(self):
-        if self.variant not in VARIANTS:
-            raise TenshotError(f"gdd variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
-        if not (isinstance(self.r1_gamma, (int, float)) and self.r1_gamma >= 0):
-            raise TenshotError(f"gdd r1_gamma must be a number >= 0, got {self.r1_gamma!r}")
-        if not (isinstance(self.d_lr_scale, (int, float)) and self.d_lr_scale > 0):
-            raise TenshotError(f"gdd d_lr_scale must be a positive number, got {self.d_lr_scale!r}")
-        for name in ("r1_interval", "channels", "head_width"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < (0 if name == "r1_interval" else 1):
-                raise TenshotError(f"gdd {name} must be an integer >= {0 if name == 'r1_interval' else 1}, got {value!r}")
+        check_choices(self, variant=VARIANTS)
+        check_numbers(self, "r1_gamma")
+        check_numbers(self, "d_lr_scale", positive=True)
+        check_integers(self, 0, "r1_interval")
+        check_integers(self, 1, "channels", "head_width")
         if not isinstance(self.resolution, int) or self.resolution < 32 or self.resolution % 32:
             raise TenshotError(f"gdd resolution must be a multiple of 32, got {self.resolution!r}")
 

@@ -90,6 +90,7 @@ The EMA covers the UNet and the fusion: the run's ``model/`` holds the UNet, ``m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -100,6 +101,7 @@ from ..models.bottleneck import bottleneck_channels, encode, forward_with_bottle
 from ..models.frozen import AlwaysEval
 from ..models.unet import DiffusionModel
 from .base import Batch, Initialisation, Method, restore_tensors
+from .options import check_choices, check_integers, check_numbers
 
 STAGES = ("both", "init", "adapt")
 WEIGHTINGS = ("code", "paper")
@@ -132,6 +134,8 @@ class PhasicOptions:
     DDC pool (the maintainer advises more than 1,000 for w).
     """
 
+    method: ClassVar[str] = "phasic"
+
     stage: str = "both"
     fusion_steps: int = 200
     fusion_batch_size: int = 8
@@ -151,31 +155,15 @@ class PhasicOptions:
     source_count: int = 1000
 
     def __post_init__(self):
-        choices = {
-            "stage": STAGES, "weighting": WEIGHTINGS, "condition": CONDITIONS, "diffusion_loss": DIFFUSION_LOSSES,
-            "fusion_init": FUSION_INITS, "ddc_network": DDC_NETWORKS, "style_network": STYLE_NETWORKS,
-            "style_rule": STYLE_RULES,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise TenshotError(f"phasic {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        for name in ("fusion_steps", "fusion_batch_size", "source_count"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise TenshotError(f"phasic {name} must be an integer >= 1, got {value!r}")
-        for name in ("ddc_weight", "style_weight"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value >= 0):
-                raise TenshotError(f"phasic {name} must be a number >= 0, got {value!r}")
-        if not (isinstance(self.fusion_lr, (int, float)) and self.fusion_lr > 0):
-            raise TenshotError(f"phasic fusion_lr must be positive, got {self.fusion_lr!r}")
-        if not (isinstance(self.alpha, (int, float)) and self.alpha > 0):
-            raise TenshotError(f"phasic alpha must be positive, got {self.alpha!r}")
-        if not isinstance(self.gate_time, int) or not 0 < self.gate_time < PHASE_SPLIT:
-            raise TenshotError(f"phasic gate_time must be an integer in (0, {PHASE_SPLIT}), got {self.gate_time!r}")
-        if not isinstance(self.feature_size, int) or not 32 <= self.feature_size <= 512:
-            raise TenshotError(f"phasic feature_size must be an integer in [32, 512], got {self.feature_size!r}")
-
+        check_choices(
+            self, stage=STAGES, weighting=WEIGHTINGS, condition=CONDITIONS, diffusion_loss=DIFFUSION_LOSSES, fusion_init=FUSION_INITS,
+            ddc_network=DDC_NETWORKS, style_network=STYLE_NETWORKS, style_rule=STYLE_RULES,
+        )  # fmt: skip
+        check_integers(self, 1, "fusion_steps", "fusion_batch_size", "source_count")
+        check_integers(self, 1, "gate_time", maximum=PHASE_SPLIT - 1)
+        check_integers(self, 32, "feature_size", maximum=512)
+        check_numbers(self, "ddc_weight", "style_weight")
+        check_numbers(self, "fusion_lr", "alpha", positive=True)
 
 def gate(t: torch.Tensor, gate_time: int) -> torch.Tensor:
     """m(t) = 1 / (1 + exp(-(t - T_s))) (Sec. 3.2): 0.5 at T_s, within 5e-5 of 0 or 1 ten steps away."""
