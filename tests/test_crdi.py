@@ -15,12 +15,12 @@ from safetensors.torch import load_file
 from tenshot.api import generate
 from tenshot.cli import main
 from tenshot.config import AdaptConfig
-from tenshot.diffusion.samplers import ddim_sample, randn, sample_generators
+from tenshot.diffusion.samplers import ddim_move, ddim_sample, randn, sample_generators
 from tenshot.diffusion.schedule import NoiseSchedule, default_scheduler_config
 from tenshot.errors import TenshotError
 from tenshot.methods import build_method
 from tenshot.methods.base import Batch
-from tenshot.methods.crdi import CRDI, ddim_update, draw_segment_indices, guided_prediction, respaced_times, segment_layout, window_indices
+from tenshot.methods.crdi import CRDI, draw_segment_indices, guided_prediction, respaced_times, segment_layout, window_indices
 from tenshot.models.unet import DiffusionModel, new_model, save_model
 from tenshot.sampling import load_for_sampling
 
@@ -132,7 +132,7 @@ def test_guided_step_with_a_zero_embedding_is_the_unguided_ddim_step(prediction_
     prediction = denoiser(x_t, t)
     assert prediction.x0.abs().max() > 1  # the clipping matters in this comparison
     guided = guided_prediction(schedule, prediction, x_t, times, torch.zeros_like(x_t))
-    ours = ddim_update(schedule, guided, torch.full((4,), s))
+    ours = ddim_move(guided, schedule.abar(torch.full((4,), s), like=guided.x0))
     steps = []
     ddim_sample(denoiser, x_t, [t, s], clip=True, callback=lambda i, time, x_next, p: steps.append(x_next))
     torch.testing.assert_close(ours, steps[0], rtol=1e-5, atol=1e-5)
@@ -147,7 +147,7 @@ def test_guided_step_with_a_zero_embedding_is_the_unguided_ddim_step(prediction_
     torch.testing.assert_close(pushed.x0, clipped_x0 + (1 - a) / a**0.5 * g, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(pushed.eps, clipped_eps - (1 - a) ** 0.5 * g, rtol=1e-5, atol=1e-4)
     b = float(schedule.abar(s))
-    torch.testing.assert_close(ddim_update(schedule, pushed, torch.full((4,), s)), b**0.5 * pushed.x0 + (1 - b) ** 0.5 * pushed.eps)
+    torch.testing.assert_close(ddim_move(pushed, schedule.abar(torch.full((4,), s), like=pushed.x0)), b**0.5 * pushed.x0 + (1 - b) ** 0.5 * pushed.eps)
 
 
 def test_sampling_with_zero_embeddings_and_no_perturbation_is_clipped_ddim_from_a_noised_shot():

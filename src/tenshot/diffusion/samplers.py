@@ -110,6 +110,14 @@ def ddim_sample(
     return x
 
 
+def ddim_move(prediction: Prediction, abar_s: float | torch.Tensor, sigma: float = 0.0) -> torch.Tensor:
+    """Eq. 12 without its noise term: ``sqrt(abar_s) x0 + sqrt(1 - abar_s - sigma^2) eps`` (``abar_s`` one number, or
+    per sample shaped to broadcast against x0, with gradients: CRDI trains through this move)."""
+    if isinstance(abar_s, torch.Tensor):
+        return abar_s.sqrt() * prediction.x0 + (1.0 - abar_s - sigma**2).clamp(min=0.0).sqrt() * prediction.eps
+    return abar_s**0.5 * prediction.x0 + max(1 - abar_s - sigma**2, 0.0) ** 0.5 * prediction.eps
+
+
 def ddim_step(
     denoiser: Denoiser,
     x: torch.Tensor,
@@ -127,7 +135,7 @@ def ddim_step(
     prediction = _predict(denoiser, x, t, clip, guidance)
     abar_t, abar_s = float(schedule.abar(t)), float(schedule.abar(s))
     sigma = eta * ((1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s)) ** 0.5
-    x_next = abar_s**0.5 * prediction.x0 + max(1 - abar_s - sigma**2, 0.0) ** 0.5 * prediction.eps
+    x_next = ddim_move(prediction, abar_s, sigma)
     if sigma > 0:
         x_next = x_next + sigma * randn(x.shape, generator, x.device, x.dtype)
     return x_next, prediction
@@ -163,10 +171,15 @@ def ddpm_sample(
     return x
 
 
+def noised(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, generator: Generator = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A draw of q(x_t | x0) (Ho et al. 2020, Eq. 4) at per-sample times ``t``: ``(x_t, the noise drawn)``."""
+    noise = randn(x0.shape, generator, x0.device, x0.dtype)
+    return schedule.add_noise(x0, noise, t), noise
+
+
 def partial_noise(schedule: NoiseSchedule, x0: torch.Tensor, t: int, generator: Generator = None) -> torch.Tensor:
     """Noise a clean image to time ``t`` (SDEdit's start, Meng et al. 2022): a draw of q(x_t | x0)."""
-    noise = randn(x0.shape, generator, x0.device, x0.dtype)
-    return schedule.add_noise(x0, noise, torch.full((x0.shape[0],), t))
+    return noised(schedule, x0, torch.full((x0.shape[0],), t), generator)[0]
 
 
 def timesteps_from(schedule: NoiseSchedule, steps: int, start: int | None = None) -> list[int]:

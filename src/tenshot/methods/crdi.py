@@ -116,6 +116,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from ..diffusion.samplers import ddim_move, noised
 from ..diffusion.schedule import NoiseSchedule, Prediction, default_scheduler_config
 from ..errors import TenshotError
 from ..models.unet import DiffusionModel
@@ -216,13 +217,6 @@ def guided_prediction(schedule: NoiseSchedule, prediction: Prediction, x_t: torc
         abar = schedule.abar(t, like=x_t)
         x0 = x0 + (1.0 - abar) / abar.sqrt() * guidance
     return schedule.from_x0(x0, x_t, t)
-
-
-def ddim_update(schedule: NoiseSchedule, prediction: Prediction, s: torch.Tensor) -> torch.Tensor:
-    """The deterministic DDIM move to time ``s`` (Song et al. 2021, Eq. 12 with eta = 0):
-    ``sqrt(abar_s) x0 + sqrt(1 - abar_s) eps``; ``s = -1`` is the clean image."""
-    abar_s = schedule.abar(s, like=prediction.x0)
-    return abar_s.sqrt() * prediction.x0 + (1.0 - abar_s).sqrt() * prediction.eps
 
 
 class CRDI(Method):
@@ -329,18 +323,17 @@ class CRDI(Method):
         t = torch.tensor([self.model_time(self.grid[i]) for i in indices for _ in chosen], device=device)
         previous = torch.tensor([self.model_time(self.grid[i - 1]) if i > 0 else -1 for i in indices for _ in chosen], device=device)
         if options.random_noise:
-            noise = torch.randn(x0.shape, generator=generator).to(device)
-            previous_noise = torch.randn(x0.shape, generator=generator).to(device)
+            x_t, _ = noised(schedule, x0, t, generator)
+            target_previous, _ = noised(schedule, x0, previous, generator)
         else:
-            noise = previous_noise = self._fixed_noise()[chosen].repeat(repeats, 1, 1, 1)
-        x_t = schedule.add_noise(x0, noise, t)
-        target_previous = schedule.add_noise(x0, previous_noise, previous)
+            noise = self._fixed_noise()[chosen].repeat(repeats, 1, 1, 1)
+            x_t, target_previous = schedule.add_noise(x0, noise, t), schedule.add_noise(x0, noise, previous)
         with torch.no_grad():
             prediction = schedule.predict(self.unet(x_t, t).sample.float(), x_t, t)
         embeddings = self.embeddings[segment]
         guidance = options.guidance_scale * embeddings[chosen].repeat(repeats, 1, 1, 1)
         guided = guided_prediction(schedule, prediction, x_t, t, guidance)
-        x_previous = ddim_update(schedule, guided, previous)
+        x_previous = ddim_move(guided, schedule.abar(previous, like=guided.x0))  # Eq. 12, eta = 0; -1: the clean image
         x0_term = F.mse_loss(guided.x0, x0)
         previous_term = F.mse_loss(x_previous, target_previous)
         penalty = F.mse_loss(embeddings, embeddings.mean(dim=0, keepdim=True).expand_as(embeddings))

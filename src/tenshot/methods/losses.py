@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..diffusion.samplers import noised
 from ..diffusion.schedule import NoiseSchedule
 
 
@@ -26,6 +27,12 @@ def min_snr_weight(schedule: NoiseSchedule, t: torch.Tensor, gamma: float) -> to
     return weight.float()
 
 
+def prediction_error(output: torch.Tensor, target: torch.Tensor, norm: str = "l2") -> torch.Tensor:
+    """Per sample, the mean over pixels of ``(output - target)^2`` (``l2``) or ``|output - target|`` (``l1``)."""
+    error = output - target
+    return (error.abs() if norm == "l1" else error.pow(2)).mean(dim=(1, 2, 3))
+
+
 def diffusion_loss(
     unet: torch.nn.Module,
     schedule: NoiseSchedule,
@@ -39,12 +46,10 @@ def diffusion_loss(
     """
     batch = x0.shape[0]
     t = torch.randint(0, schedule.num_train_timesteps, (batch,), generator=generator).to(x0.device)
-    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-    x_t = schedule.add_noise(x0, noise, t)
+    x_t, noise = noised(schedule, x0, t, generator)
     output = unet(x_t, t).sample.float()
-    target = schedule.target(x0, noise, t)
     weight = min_snr_weight(schedule, t, snr_gamma).to(x0.device)
-    per_sample = (output - target).pow(2).mean(dim=(1, 2, 3))
+    per_sample = prediction_error(output, schedule.target(x0, noise, t))
     return {
         "loss": (weight * per_sample).mean(),
         "t": t,

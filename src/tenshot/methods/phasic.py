@@ -94,13 +94,14 @@ from typing import ClassVar
 
 import torch
 
-from ..diffusion.samplers import randn
+from ..diffusion.samplers import noised, randn
 from ..diffusion.schedule import Prediction, cosine_schedule
 from ..errors import TenshotError
 from ..models.bottleneck import bottleneck_channels, encode, forward_with_bottleneck
 from ..models.frozen import AlwaysEval
 from ..models.unet import DiffusionModel
 from .base import Batch, Initialisation, Method, restore_tensors
+from .losses import prediction_error
 from .options import check_choices, check_integers, check_numbers
 
 STAGES = ("both", "init", "adapt")
@@ -374,7 +375,7 @@ class Phasic(Method):
         lowest = None
         for t in torch.linspace(0, self.model.schedule.num_train_timesteps - 1, 5).long().tolist():
             times = torch.full((len(images),), t, device=images.device)
-            x_t = self.model.schedule.add_noise(images, randn(images.shape, generator, images.device), times)
+            x_t, _ = noised(self.model.schedule, images, times, generator)
             captured = []
             forward_with_bottleneck(self.unet, x_t, times, lambda h: captured.append(h) or h)
             low = captured[0].float().amin(dim=(0, 2, 3))
@@ -430,7 +431,7 @@ class Phasic(Method):
     def condition_features(self, images: torch.Tensor, t: torch.Tensor, generator) -> torch.Tensor:
         """E^(x^A) = m(t) E(x^A_t) + (1 - m(t)) z, without gradient (the condition branch)."""
         if self.options.condition == "noised":
-            images = self.model.schedule.add_noise(images, randn(images.shape, generator, images.device, images.dtype), t)
+            images, _ = noised(self.model.schedule, images, t, generator)
         features = encode(self.unet, images, t)
         noise = randn(features.shape, generator, features.device, features.dtype)
         m = gate(t, self.gate_time).to(features.device).view(-1, 1, 1, 1)
@@ -449,20 +450,15 @@ class Phasic(Method):
     def _model_times(self, paper_times: torch.Tensor, device) -> torch.Tensor:
         return self.model_time[paper_times.to(self.model_time.device)].to(device)
 
-    def _noised(self, images: torch.Tensor, times: torch.Tensor, generator):
-        noise = randn(images.shape, generator, images.device, images.dtype)
-        return self.model.schedule.add_noise(images, noise, times), noise
-
     def _diffusion_distance(self, output: torch.Tensor, x_t: torch.Tensor, times: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Per-sample |eps^ - eps| (l1) or (eps^ - eps)^2 (l2), averaged over pixels: Eq. 6 with eps^ read from the
         model's output of any prediction type."""
-        error = self.model.schedule.predict(output.float(), x_t, times).eps - noise
-        return (error.abs() if self.options.diffusion_loss == "l1" else error.pow(2)).mean(dim=(1, 2, 3))
+        return prediction_error(self.model.schedule.predict(output.float(), x_t, times).eps, noise, self.options.diffusion_loss)
 
     def _shot_diffusion(self, shots: torch.Tensor, paper_times: torch.Tensor, generator) -> torch.Tensor:
         """Eq. 6 on target shots with the plain UNet (no fusion), per sample."""
         times = self._model_times(paper_times, shots.device)
-        x_t, noise = self._noised(shots, times, generator)
+        x_t, noise = noised(self.model.schedule, shots, times, generator)
         return self._diffusion_distance(self.unet(x_t, times).sample, x_t, times, noise)
 
     def _source_terms(self, count: int, paper_times: torch.Tensor, generator, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -471,7 +467,7 @@ class Phasic(Method):
         index = torch.randint(len(self.source_pool), (count,), generator=generator).to(self.source_pool.device)
         sources = self.source_pool[index].to(device)
         times = self._model_times(paper_times, device)
-        x_t, _ = self._noised(sources, times, generator)
+        x_t, _ = noised(self.model.schedule, sources, times, generator)
         output = self.fused_output(x_t, times, sources, generator)
         translated = self.model.schedule.predict(output, x_t, times).x0.clamp(-1, 1)
         embedding, maps = self.encoder(translated)
@@ -500,7 +496,7 @@ class Phasic(Method):
         images = batch.images
         paper_times = torch.randint(0, PAPER_TIMES, (images.shape[0],), generator=batch.generator)
         times = self._model_times(paper_times, images.device)
-        x_t, noise = self._noised(images, times, batch.generator)
+        x_t, noise = noised(self.model.schedule, images, times, batch.generator)
         output = self.fused_output(x_t, times, images, batch.generator)
         loss = self._diffusion_distance(output, x_t, times, noise).mean()
         return {"total": loss}
