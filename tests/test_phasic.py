@@ -69,9 +69,9 @@ def test_gate_values_and_times_mapped_by_noise_level():
     assert float(m[1]) < 5e-5 and float(m[5]) > 1 - 5e-5 and float(m[0]) == 0.0 and float(m[-1]) == 1.0
     linear = _method()
     assert linear.gate_time == 150  # T_s = 300 of the cosine schedule, by equal noise level
-    assert int(linear.model_time[600]) == 324 and int(linear.model_time[800]) == 482
+    assert int(linear.checkpoint_time_of[600]) == 324 and int(linear.checkpoint_time_of[800]) == 482
     cosine = build_method("phasic", DiffusionModel(new_model("tiny", SIZE).unet, cosine_schedule()), {})
-    assert cosine.gate_time == 300 and torch.equal(cosine.model_time, torch.arange(1000))
+    assert cosine.gate_time == 300 and torch.equal(cosine.checkpoint_time_of, torch.arange(1000))
 
 
 # --- the fusion --------------------------------------------------------------------------------------------
@@ -234,7 +234,7 @@ def test_code_step_trains_the_shots_above_the_phase_split_and_repeats_under_its_
         method.losses(Batch(images=images, generator=torch.Generator().manual_seed(step)), step)
     rest = torch.cat(drawn[1::2])
     assert int(rest.max()) >= PHASE_SPLIT and bool(((rest < 300) | (rest >= PHASE_SPLIT)).all())
-    assert int(method._model_times(rest, "cpu").max()) > int(method.model_time[PHASE_SPLIT])
+    assert int(method._checkpoint_times(rest, "cpu").max()) > int(method.checkpoint_time_of[PHASE_SPLIT])
     first = method.losses(Batch(images=images, generator=torch.Generator().manual_seed(7)), 0)
     again = method.losses(Batch(images=images, generator=torch.Generator().manual_seed(7)), 0)
     for name, value in first.items():

@@ -41,7 +41,7 @@ class Initialisation:
 
     ``name``: its run subfolder and cache namespace. ``steps``, ``batch_size``, ``lr``: its training.
     ``settings``: what besides the source model and images changes its result (part of the cache key).
-    ``train``: False when it must come from the cache. ``alone``: the run is this stage only.
+    ``may_train``: False when it must come from the cache. ``alone``: the run is this stage only.
     """
 
     name: str
@@ -49,7 +49,7 @@ class Initialisation:
     batch_size: int
     lr: float
     settings: dict
-    train: bool = True
+    may_train: bool = True
     alone: bool = False
 
 

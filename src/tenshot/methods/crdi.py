@@ -123,7 +123,7 @@ from ..models.unet import DiffusionModel
 from .base import Batch, Method
 from .options import check_choices, check_flags, check_integers, check_numbers
 
-PAPER_TIMESTEPS = 1000
+LINEAR_TIMESTEPS = 1000
 INITS = ("normal", "zeros")
 FIXED_NOISE_SEED = 0
 
@@ -156,12 +156,12 @@ class CRDIOptions:
 
     def __post_init__(self):
         check_integers(self, 0, "segments", "t_start", "t_end")
-        check_integers(self, 2, "grid_steps", maximum=PAPER_TIMESTEPS)
+        check_integers(self, 2, "grid_steps", maximum=LINEAR_TIMESTEPS)
         check_numbers(self, "guidance_scale", "penalty_weight", "anneal_scale")
         check_flags(self, "random_noise", "reassign")
         check_choices(self, init=INITS)
-        if not 0 <= self.t_start < self.t_end <= PAPER_TIMESTEPS:
-            raise TenshotError(f"crdi needs 0 <= t_start < t_end <= {PAPER_TIMESTEPS}, got t_start={self.t_start}, t_end={self.t_end}")
+        if not 0 <= self.t_start < self.t_end <= LINEAR_TIMESTEPS:
+            raise TenshotError(f"crdi needs 0 <= t_start < t_end <= {LINEAR_TIMESTEPS}, got t_start={self.t_start}, t_end={self.t_end}")
         window = len(window_indices(self.t_start, self.t_end, self.grid_steps))
         if window == 0:
             raise TenshotError(f"crdi: no time of the {self.grid_steps}-step grid lies in [t_start, t_end) = [{self.t_start}, {self.t_end})")
@@ -175,8 +175,8 @@ def respaced_times(steps: int) -> list[int]:
     import numpy as np
 
     if steps == 1:
-        return [PAPER_TIMESTEPS - 1]
-    return sorted({int(t) for t in np.linspace(0, PAPER_TIMESTEPS - 1, steps).round()})
+        return [LINEAR_TIMESTEPS - 1]
+    return sorted({int(t) for t in np.linspace(0, LINEAR_TIMESTEPS - 1, steps).round()})
 
 
 def window_indices(t_start: int, t_end: int, grid_steps: int) -> list[int]:
@@ -232,8 +232,8 @@ class CRDI(Method):
         self.unet.requires_grad_(False).eval()
         self.embeddings = torch.nn.ParameterList()
         self.register_buffer("shots", torch.empty(0))
-        self._paper_schedule = NoiseSchedule(default_scheduler_config("epsilon"))
-        self._model_times: dict[int, int] = {}
+        self._linear_schedule = NoiseSchedule(default_scheduler_config("epsilon"))
+        self._checkpoint_times: dict[int, int] = {}
         options = self.options
         self.grid = respaced_times(options.grid_steps)
         self.blocks = segment_layout(options.t_start, options.t_end, options.grid_steps, options.segments)
@@ -275,30 +275,30 @@ class CRDI(Method):
 
     # --- times ---------------------------------------------------------------------------------------------
 
-    def model_time(self, paper_time: int) -> int:
+    def checkpoint_time(self, linear_time: int) -> int:
         """A time of the linear T = 1000 schedule on the checkpoint's schedule, by equal abar (-1: clean)."""
-        if paper_time not in self._model_times:
-            self._model_times[paper_time] = self.model.schedule.map_time(paper_time, self._paper_schedule)
-        return self._model_times[paper_time]
+        if linear_time not in self._checkpoint_times:
+            self._checkpoint_times[linear_time] = self.model.schedule.map_time(linear_time, self._linear_schedule)
+        return self._checkpoint_times[linear_time]
 
     def training_segment(self, step: int) -> int:
         """The segment optimiser step ``step`` trains: round-robin from the noisiest."""
         return self.options.segments - 1 - step % self.options.segments
 
-    def segment_at(self, paper_time: int) -> int:
-        """The segment whose training grid time lies nearest ``paper_time`` (ties: the noisier)."""
-        nearest = min((abs(self.grid[i] - paper_time), -self.grid[i], k) for k, block in enumerate(self.blocks) for i in block)
+    def segment_at(self, linear_time: int) -> int:
+        """The segment whose training grid time lies nearest ``linear_time`` (ties: the noisier)."""
+        nearest = min((abs(self.grid[i] - linear_time), -self.grid[i], k) for k, block in enumerate(self.blocks) for i in block)
         return nearest[2]
 
     def sampling_times(self, steps: int) -> list[tuple[int, int]]:
-        """``(paper time, model time)`` of each sampling step: the noisiest window time, then the times below it
+        """``(linear time, checkpoint time)`` of each sampling step: the noisiest window time, then the times below it
         of the ``steps``-time respaced grid; a time mapping onto the checkpoint no lower than the one before
         it is dropped."""
         start = self.grid[self.blocks[-1][-1]]
-        paper = [start] + [t for t in reversed(respaced_times(steps)) if t < start]
+        linear = [start] + [t for t in reversed(respaced_times(steps)) if t < start]
         times: list[tuple[int, int]] = []
-        for t in paper:
-            mapped = self.model_time(t)
+        for t in linear:
+            mapped = self.checkpoint_time(t)
             if not times or mapped < times[-1][1]:
                 times.append((t, mapped))
         return times
@@ -320,8 +320,8 @@ class CRDI(Method):
         indices = draw_segment_indices(self.blocks[segment], generator)
         repeats = len(indices)
         x0 = self.shots[chosen].repeat(repeats, 1, 1, 1)
-        t = torch.tensor([self.model_time(self.grid[i]) for i in indices for _ in chosen], device=device)
-        previous = torch.tensor([self.model_time(self.grid[i - 1]) if i > 0 else -1 for i in indices for _ in chosen], device=device)
+        t = torch.tensor([self.checkpoint_time(self.grid[i]) for i in indices for _ in chosen], device=device)
+        previous = torch.tensor([self.checkpoint_time(self.grid[i - 1]) if i > 0 else -1 for i in indices for _ in chosen], device=device)
         if options.random_noise:
             x_t, _ = noised(schedule, x0, t, generator)
             target_previous, _ = noised(schedule, x0, previous, generator)
@@ -362,10 +362,10 @@ class CRDI(Method):
             return torch.cat([torch.randint(count, (1,), generator=g) for g in streams]).to(device)
 
         times = self.sampling_times(steps)
-        guided = [(paper, model_time) for paper, model_time in times if paper >= options.t_start]  # noisiest first
-        plan = {  # model time -> (segment, perturbation amplitude) at the guided steps
-            model_time: (self.segment_at(paper), options.anneal_scale * (len(guided) - 1 - j) / len(guided))
-            for j, (paper, model_time) in enumerate(guided)
+        guided = [(linear, checkpoint_time) for linear, checkpoint_time in times if linear >= options.t_start]  # noisiest first
+        plan = {  # checkpoint time -> (segment, perturbation amplitude) at the guided steps
+            checkpoint_time: (self.segment_at(linear), options.anneal_scale * (len(guided) - 1 - j) / len(guided))
+            for j, (linear, checkpoint_time) in enumerate(guided)
         }
         start_shots = draw_shots()
         shots = self.shots.to(device=device, dtype=noise.dtype)
@@ -383,5 +383,5 @@ class CRDI(Method):
                 g = g + amplitude * randn(x_t.shape, streams if generators is not None else None, device, x_t.dtype)
             return guided_prediction(schedule, prediction, x_t, when, g)
 
-        timesteps = [model_time for _, model_time in times]
+        timesteps = [checkpoint_time for _, checkpoint_time in times]
         return ddim_sample(self.model.denoiser(), x, timesteps, eta=eta, guidance=guidance, generator=generators, clip=False)

@@ -112,7 +112,7 @@ FUSION_INITS = ("identity", "default")
 DDC_NETWORKS = ("el0", "clip")
 STYLE_NETWORKS = ("el0", "vgg")
 STYLE_RULES = ("hinge", "mean")
-PAPER_TIMES = 1000
+COSINE_TIMESTEPS = 1000
 PHASE_SPLIT = 800  # the code's max_step: DDC and style see t in [T_s, 800) of the cosine schedule
 CODE_WEIGHT_BASE = 20.0  # a(t) = 20^(t/1000)
 CODE_WEIGHT_CEILING = 20.0**0.9  # c: the diffusion weight is c - a(t)
@@ -175,16 +175,16 @@ def code_times(large: int, rest: int, gate_time: int, generator: torch.Generator
     """Cosine times of the code weighting: ``large`` from U{T_s..799} (transfer terms and their shots) and
     ``rest`` from the times they leave, U({0..T_s - 1} u {800..T - 1}); together every time equally often."""
     large_times = torch.randint(gate_time, PHASE_SPLIT, (large,), generator=generator)
-    rest_times = torch.randint(0, gate_time + PAPER_TIMES - PHASE_SPLIT, (rest,), generator=generator)
+    rest_times = torch.randint(0, gate_time + COSINE_TIMESTEPS - PHASE_SPLIT, (rest,), generator=generator)
     return large_times, torch.where(rest_times < gate_time, rest_times, rest_times - gate_time + PHASE_SPLIT)
 
 
-def code_rest_weight(paper_times: torch.Tensor, gate_time: int) -> torch.Tensor:
+def code_rest_weight(cosine_times: torch.Tensor, gate_time: int) -> torch.Tensor:
     """d(t) of the shots outside the transfer range: (c - a(t)) / 5 below T_s (the code's t-small phase), and
     c - a(800) from the phase split up (c - a(t) reaches 0 at t = 900)."""
-    held = paper_times.clamp(max=PHASE_SPLIT).float()
-    weight = CODE_WEIGHT_CEILING - CODE_WEIGHT_BASE ** (held / PAPER_TIMES)
-    return torch.where(paper_times < gate_time, weight * SMALL_T_SHARE, weight)
+    held = cosine_times.clamp(max=PHASE_SPLIT).float()
+    weight = CODE_WEIGHT_CEILING - CODE_WEIGHT_BASE ** (held / COSINE_TIMESTEPS)
+    return torch.where(cosine_times < gate_time, weight * SMALL_T_SHARE, weight)
 
 
 def _terms(total, ddc, style, spread, diffusion) -> dict[str, torch.Tensor]:
@@ -322,12 +322,12 @@ class Phasic(Method):
     def __init__(self, model: DiffusionModel, options: PhasicOptions | None = None):
         super().__init__(model, options or PhasicOptions())
         schedule = model.schedule
-        paper = cosine_schedule()
+        cosine = cosine_schedule()
         self.needs_source_images = self.options.source_count
         self.fusion = ContentFusion(bottleneck_channels(self.unet))
         # model time of every cosine-schedule time 0..999 (equal noise level), and T_s in model time
-        self.register_buffer("model_time", torch.tensor([schedule.map_time(t, paper) for t in range(PAPER_TIMES)]), persistent=False)
-        self.gate_time = schedule.map_time(self.options.gate_time, paper)
+        self.register_buffer("checkpoint_time_of", torch.tensor([schedule.map_time(t, cosine) for t in range(COSINE_TIMESTEPS)]), persistent=False)
+        self.gate_time = schedule.map_time(self.options.gate_time, cosine)
         self.encoder: FeatureEncoder | None = None
         self.stage = "adapt"
         self._set_trainable()
@@ -343,7 +343,7 @@ class Phasic(Method):
             batch_size=options.fusion_batch_size,
             lr=options.fusion_lr,
             settings={"version": 1, **settings},
-            train=options.stage != "adapt",
+            may_train=options.stage != "adapt",
             alone=options.stage == "init",
         )
 
@@ -447,26 +447,26 @@ class Phasic(Method):
 
     # --- losses ---------------------------------------------------------------------------------------
 
-    def _model_times(self, paper_times: torch.Tensor, device) -> torch.Tensor:
-        return self.model_time[paper_times.to(self.model_time.device)].to(device)
+    def _checkpoint_times(self, cosine_times: torch.Tensor, device) -> torch.Tensor:
+        return self.checkpoint_time_of[cosine_times.to(self.checkpoint_time_of.device)].to(device)
 
     def _diffusion_distance(self, output: torch.Tensor, x_t: torch.Tensor, times: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Per-sample |eps^ - eps| (l1) or (eps^ - eps)^2 (l2), averaged over pixels: Eq. 6 with eps^ read from the
         model's output of any prediction type."""
         return prediction_error(self.model.schedule.predict(output.float(), x_t, times).eps, noise, self.options.diffusion_loss)
 
-    def _shot_diffusion(self, shots: torch.Tensor, paper_times: torch.Tensor, generator) -> torch.Tensor:
+    def _shot_diffusion(self, shots: torch.Tensor, cosine_times: torch.Tensor, generator) -> torch.Tensor:
         """Eq. 6 on target shots with the plain UNet (no fusion), per sample."""
-        times = self._model_times(paper_times, shots.device)
+        times = self._checkpoint_times(cosine_times, shots.device)
         x_t, noise = noised(self.model.schedule, shots, times, generator)
         return self._diffusion_distance(self.unet(x_t, times).sample, x_t, times, noise)
 
-    def _source_terms(self, count: int, paper_times: torch.Tensor, generator, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _source_terms(self, count: int, cosine_times: torch.Tensor, generator, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(L_DDC, L_style, Eq. 5 over the shots' spread sum_l w_l s_l, or None for a single shot) per sample for
-        ``count`` source images from the pool at ``paper_times``."""
+        ``count`` source images from the pool at ``cosine_times``."""
         index = torch.randint(len(self.source_pool), (count,), generator=generator).to(self.source_pool.device)
         sources = self.source_pool[index].to(device)
-        times = self._model_times(paper_times, device)
+        times = self._checkpoint_times(cosine_times, device)
         x_t, _ = noised(self.model.schedule, sources, times, generator)
         output = self.fused_output(x_t, times, sources, generator)
         translated = self.model.schedule.predict(output, x_t, times).x0.clamp(-1, 1)
@@ -494,8 +494,8 @@ class Phasic(Method):
     def _initialisation_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Stage 2: the denoising loss of the fused UNet conditioned on the image itself, t ~ U{0..T-1}."""
         images = batch.images
-        paper_times = torch.randint(0, PAPER_TIMES, (images.shape[0],), generator=batch.generator)
-        times = self._model_times(paper_times, images.device)
+        cosine_times = torch.randint(0, COSINE_TIMESTEPS, (images.shape[0],), generator=batch.generator)
+        times = self._checkpoint_times(cosine_times, images.device)
         x_t, noise = noised(self.model.schedule, images, times, batch.generator)
         output = self.fused_output(x_t, times, images, batch.generator)
         loss = self._diffusion_distance(output, x_t, times, noise).mean()
@@ -507,7 +507,7 @@ class Phasic(Method):
         options, generator, shots = self.options, batch.generator, batch.images
         half = shots.shape[0] // 2
         large, rest = code_times(half, shots.shape[0] - half, options.gate_time, generator)
-        weight_large = (CODE_WEIGHT_BASE ** (large.float() / PAPER_TIMES)).to(shots.device)
+        weight_large = (CODE_WEIGHT_BASE ** (large.float() / COSINE_TIMESTEPS)).to(shots.device)
         ddc, style, spread = self._source_terms(half, large, generator, shots.device)
         transfer = (weight_large * options.ddc_weight * ddc).mean() + (weight_large * options.style_weight * style).mean()
         diffusion_large = self._shot_diffusion(shots[:half], large, generator)
@@ -523,14 +523,14 @@ class Phasic(Method):
         """Eq. 7: m(t)(1 - w(t)) (l_DDC L_DDC + l_style L_style) + w(t) L_dif, w(t) = 1 - (t/T)^alpha."""
         options, generator, shots = self.options, batch.generator, batch.images
         half = shots.shape[0] // 2
-        source_times = torch.randint(0, PAPER_TIMES, (half,), generator=generator)
-        shot_times = torch.randint(0, PAPER_TIMES, (shots.shape[0],), generator=generator)
+        source_times = torch.randint(0, COSINE_TIMESTEPS, (half,), generator=generator)
+        shot_times = torch.randint(0, COSINE_TIMESTEPS, (shots.shape[0],), generator=generator)
 
-        def w(paper_times):
-            return (1.0 - (paper_times.float() / PAPER_TIMES) ** options.alpha).to(shots.device)
+        def w(cosine_times):
+            return (1.0 - (cosine_times.float() / COSINE_TIMESTEPS) ** options.alpha).to(shots.device)
 
         ddc, style, spread = self._source_terms(half, source_times, generator, shots.device)
-        m = gate(self._model_times(source_times, shots.device), self.gate_time)
+        m = gate(self._checkpoint_times(source_times, shots.device), self.gate_time)
         transfer = (m * (1 - w(source_times)) * (options.ddc_weight * ddc + options.style_weight * style)).mean()
         diffusion = self._shot_diffusion(shots, shot_times, generator)
         total = transfer + (w(shot_times) * diffusion).mean()

@@ -35,9 +35,9 @@ INTERMEDIATE_TIME = 359
 def translation_times(schedule: NoiseSchedule, start: int, steps: int) -> list[int]:
     """``steps`` times evenly spaced on the cosine schedule from ``start`` towards the clean image (the code's
     ``linspace``), each moved to ``schedule`` by equal noise level; repeats after the move are dropped."""
-    paper = cosine_schedule()
+    cosine = cosine_schedule()
     grid = np.round(np.linspace(start, -1, steps + 1)[:-1]).astype(int)
-    mapped = [schedule.map_time(int(t), paper) for t in grid]
+    mapped = [schedule.map_time(int(t), cosine) for t in grid]
     return sorted({t for t in mapped if t >= 0}, reverse=True)
 
 
@@ -64,9 +64,9 @@ def structure_guided_translation(denoiser, images: torch.Tensor, settings: Trans
     schedule = denoiser.schedule
     factor = settings.check(images.shape[-1])
     times = translation_times(schedule, settings.start, settings.steps)
-    paper = cosine_schedule()
-    guided_above = schedule.map_time(settings.guidance_end, paper)
-    intermediate = min(times, key=lambda t: abs(t - schedule.map_time(INTERMEDIATE_TIME, paper)))
+    cosine = cosine_schedule()
+    guided_above = schedule.map_time(settings.guidance_end, cosine)
+    intermediate = min(times, key=lambda t: abs(t - schedule.map_time(INTERMEDIATE_TIME, cosine)))
     kept: dict[str, torch.Tensor] = {}
 
     def guide(i: int, t: int, x_next: torch.Tensor, prediction) -> torch.Tensor | None:

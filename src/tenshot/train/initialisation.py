@@ -50,7 +50,7 @@ def initialise(method: Method, spec: Initialisation, source: np.ndarray, model_k
     if path.is_file():
         method.load_extra_tensors(load_file(path))
         return InitialisationResult(steps=0, seconds=0.0, cached=True, final_losses={})
-    if not spec.train:
+    if not spec.may_train:
         raise TenshotError(f"no cached {spec.name} for this source model, source data and settings: run the initialisation stage first (e.g. the default --stage both)")
     config = TrainConfig(
         steps=spec.steps,
