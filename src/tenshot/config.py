@@ -210,12 +210,10 @@ PAPER_RESOLUTION, PAPER_FILTER_FACTOR = 256, 8
 
 def default_filter_factor(size: int) -> int:
     """N for ``size`` px: the code's 8 at 256 px scaled with resolution, at least 1: 32 px -> 1, 64 px -> 2,
-    128 px -> 4. At 32 px, N = 1 was chosen over 2 by test: 48 noto emoji translated by a phasic run on the
-    OpenMoji shots (60 steps) scored the same against the true OpenMoji renderings of the same emoji with N = 1
-    and 2 (LPIPS-EL0 4.84 / 4.81, pixel RMSE 94.8 / 94.9, ``bench/translation.py``) and closer to OpenMoji's
-    statistics with N = 1 (swd 65.6 / 69.8; 60.0 without guidance, which keeps less of the input: LPIPS-EL0 to
-    the input 3.04 against 2.30). With N = 1 each guided step takes the reference whole, so the structure
-    comes from the one-step translated input down to ``guidance_end`` and the model is free below it."""
+    128 px -> 4. At 32 px N = 1 was chosen over 2 by test: as close to the true renderings and closer to the
+    target's statistics (``bench/README.md``, "Option studies"). With N = 1 each guided step takes the reference
+    whole, so the structure comes from the one-step translated input down to ``guidance_end`` and the model is
+    free below it."""
     return max(1, round(PAPER_FILTER_FACTOR * size / PAPER_RESOLUTION))
 
 

@@ -77,30 +77,19 @@ t 208 ... 791, ``random_noise`` on, ``anneal_scale`` 0.05, ``reassign`` on, ``gu
 seeds with ``--seed``). Training settings (``config.METHOD_TRAIN_DEFAULTS["crdi"]``, used where the flag is not
 given): Adam lr 0.05 (the code's), batch 10 (the code's batch of all ten shots), no gradient clipping (the code
 has none), and 1,500 steps, 100 per segment: main.sh's 120 epochs are ``--steps 1800``, which the 10-minute
-budget of METHODS.md rule 3 leaves too little margin for (a step is one no-grad UNet pass over 10 images:
-0.48 s of CPU on one core for noto-32, measured over a whole 1,500-step adapt, 714 CPU-s). The alternative the
-author advised in issue #5 (the configuration files) is ``--option segments=1 --option t_end=624 --option
-random_noise=false --option anneal_scale=0.2 --steps 50`` (t_end = 15 of 25; 50 epochs of one segment, each
-step 8 times of the 10-step window). CRDI samples with DDIM only.
+budget of METHODS.md rule 3 leaves too little margin for (a step is one no-grad UNet pass over the shots;
+``bench/results/speed.md`` has its time). The alternative the author advised in issue #5 (the configuration
+files) is ``--option segments=1 --option t_end=624 --option random_noise=false --option anneal_scale=0.2
+--steps 50`` (t_end = 15 of 25; 50 epochs of one segment, each step 8 times of the 10-step window). CRDI
+samples with DDIM only.
 
-The defaults are chosen by measurement (``bench/quality.py``, noto-32 to the OpenMoji shots, seed 0, 500
-samples of each run scored against the OpenMoji ``reference`` half; the unadapted noto-32 scores fid-el0 147.0,
-kid-el0 0.113, intra-lpips-el0 5.67, swd 53.0 there):
-
-    setting                                   fid-el0  kid-el0  intra-lpips-el0  nearest-shot  swd
-    main.sh (the defaults)                      156.1    0.125             5.82          5.41   45.3
-    the yaml files (the author's advice)        173.2    0.138             4.79             -   54.5
-    main.sh, init=zeros                         157.6    0.127             5.89             -   46.5
-    main.sh, reassign off                       142.8    0.111             5.26          4.36   40.3
-
-Per-step reassignment (on in the code) mixes the guidance of different shots in one sample: switched off, each
-sample follows its start shot, which lowers fid-el0 by 13 and the distance to the nearest shot by a fifth, and
-costs a tenth of the within-cluster diversity; it stays on, as published. ``init=zeros`` converges faster (the
-noisiest segment's x0 term was 0.07 after 60 steps against 0.37 after 100 from the normal init) but scores the
-same. On a pure style shift CRDI keeps the frozen network's style: the samples carry the shots' content and
-colours (swd falls from the source's 53.0 to 45.3) in Noto's rendering (fid-el0 stays at the source's level),
-where fine-tuning reaches 84.8. On EmojiOne, a style closer to Noto in these features (the source scores 108.8
-there), CRDI scored fid-el0 104.6 against fine-tuning's 96.8, with the best swd (32.3 against 39.0).
+The rule for the defaults: the published setting (main.sh), unless an alternative of the paper or the code is
+better on the public targets on fid-el0, kid-el0 and swd together. None was (``bench/README.md``, "Option
+studies": the yaml files, ``init=zeros`` and ``reassign`` off against main.sh). Reassignment off moves samples
+towards their start shot, closer to the shots and less diverse, which is a different trade, not a better
+setting; ``init=zeros`` converges faster in its first steps and scores the same. On a pure style shift CRDI
+keeps the frozen network's rendering (it cannot change the UNet): the samples take the shots' content and
+colours, not their style (``bench/results/quality.md``).
 
 EMA and what a run saves: the UNet is frozen, so it stays the averaged module and the run's ``model/`` is the
 source UNet unchanged (the EMA of a constant is that constant); the embeddings are saved unaveraged, as the

@@ -40,22 +40,11 @@ Choices (``preset``; any single option overrides its preset's value):
   2/B sum_i KL, inside the paper's range [0.1, 1] for sum-over-anchors weights at B >= 2.
 - ``paper_hf_mse=true``: hf-MSE weight 0.05 on any preset.
 
-Why ``paper`` is the default: it is the published setting, and on EmojiShift it measured best of the three
-presets. From noto-32 to the ``emoji:openmoji`` shots, 300 steps, seed 0, with 300 samples against the openmoji
-reference (``bench/quality.py --methods domainstudio --adapt-flags "--option preset=P" --n 300``), it gave:
-
-  ========  =======  =======  ===============  ======  =====
-  preset    fid-el0  kid-el0  intra-lpips-el0  recall  swd
-  ========  =======  =======  ===============  ======  =====
-  paper     105.7    0.054    6.02             0.35    39.8
-  tenshot   104.9    0.060    5.81             0.19    37.6
-  code      107.2    0.066    5.81             0.19    42.2
-  finetune   95.8    0.042    5.95             0.27    44.3
-  ========  =======  =======  ===============  ======  =====
-
-``paper`` has equal FID, the best KID and recall, and the only diversity above fine-tuning. This was not confirmed
-on a second target (the ``tenshot`` preset was measured on emojione: FID 110.9 against finetune's 96.8, intra-LPIPS
-5.64 against 5.01). No preset reaches fine-tuning's FID at this budget.
+Why ``paper`` is the default: the rule is the published setting unless another preset is better on the public
+targets; on ``emoji:openmoji`` at 300 steps ``paper`` had the best kid-el0 and recall, fid-el0 within one of the
+others and the only diversity above fine-tuning (``bench/results/ds-preset-*.md``, ``bench/README.md``, "Option
+studies"). No preset reaches fine-tuning's fid-el0 at that budget; DomainStudio's regime is longer training
+(``bench/results/curves.md``).
 
 The frozen source copy has ``requires_grad`` off, runs under ``torch.no_grad`` and in eval mode, and is
 therefore outside :meth:`trainable_parameters`, the EMA (:meth:`averaged_module` is the adapted UNet) and the
