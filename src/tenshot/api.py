@@ -13,7 +13,7 @@ from .cache import replace_folder
 from .config import AdaptConfig, DemoConfig, DistillConfig, ExportConfig, PretrainConfig, ReportConfig, SampleConfig, TrainConfig, TranslateConfig
 from .errors import TenshotError
 from .runs import RUN_CONFIG, occupied, prepare_run, read_run_config, write_weights
-from .sampling import default_sample_batch, generate, load_for_sampling, write_samples  # noqa: F401  (default_sample_batch: tenshot.api's since before sampling.py)
+from .sampling import default_sample_batch, generate, load_for_sampling, translate_images, write_samples  # noqa: F401  (default_sample_batch: tenshot.api's since before sampling.py)
 
 
 @dataclass
@@ -304,40 +304,19 @@ def translate(config: TranslateConfig, progress: bool = False) -> TranslateResul
     same emoji in the target style); the grid of the first 64 goes to ``OUT.png``."""
     import time
 
-    from tqdm.auto import tqdm
-
     from .data.domains import domain_files
-    from .data.images import load_images, make_grid, save_png, to_tensor, to_uint8
-    from .diffusion.samplers import sample_generators
+    from .data.images import load_images
 
     config.validate()
     out = Path(config.out)
     if occupied(out):
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
     method = load_for_sampling(config.model)
-    size = method.model.size
-    config.check(size)
-    files = domain_files(config.input, size, default_split="all")[: config.n]
+    config.check(method.model.size)
+    files = domain_files(config.input, method.model.size, default_split="all")[: config.n]
     names = _output_names(config.input, files)
-    images = load_images(files, size)
-    device = next(method.model.unet.parameters()).device
     started = time.perf_counter()
-    chunks = []
-    with torch.no_grad(), tqdm(total=len(images), disable=not progress, desc="translate", unit="img", dynamic_ncols=True) as bar:
-        for first in range(0, len(images), config.batch_size):
-            batch = to_tensor(images[first : first + config.batch_size]).to(device)
-            generators = sample_generators(config.seed, range(first, first + len(batch)))
-            chunks.append(to_uint8(method.translate(batch, config, generators)))
-            bar.update(len(batch))
-    translated = np.concatenate(chunks)
+    translated = translate_images(method, load_images(files, method.model.size), config, seed=config.seed, batch_size=config.batch_size, progress=progress)
     seconds = time.perf_counter() - started
-
-    def write(staging: Path) -> None:
-        for name, image in zip(names, translated):
-            (staging / name).parent.mkdir(parents=True, exist_ok=True)
-            save_png(image, staging / name)
-
-    replace_folder(out, write)
-    grid = out.with_name(out.name + ".png")
-    save_png(make_grid(translated[:64]), grid)
+    _, grid = write_samples(translated, out, names)
     return TranslateResult(folder=out, grid=grid, count=len(translated), seconds=seconds)

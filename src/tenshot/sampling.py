@@ -45,42 +45,65 @@ def default_sample_batch(device) -> int:
     return 16 if torch.device(device).type == "cpu" else 64
 
 
+def _in_batches(n: int, batch_size: int, seed: int, start: int, desc: str, progress: bool, draw) -> np.ndarray:
+    """``draw(first, generators)`` for each run of ``batch_size`` images (``first`` the run's offset, one
+    generator per image k of seed ``(seed, start + k)``), as one uint8 array ``(n, H, W, 3)``."""
+    from tqdm.auto import tqdm
+
+    from .data.images import to_uint8
+    from .diffusion.samplers import sample_generators
+
+    chunks = []
+    with torch.no_grad(), tqdm(total=n, disable=not progress, desc=desc, unit="img", dynamic_ncols=True) as bar:
+        for first in range(0, n, batch_size):
+            generators = sample_generators(seed, range(start + first, start + min(first + batch_size, n)))
+            chunks.append(to_uint8(draw(first, generators)))
+            bar.update(len(generators))
+    return np.concatenate(chunks)
+
+
 def generate(method, n: int, *, steps: int = 25, sampler: str = "ddim", eta: float = 0.0, seed: int = 0, batch_size: int | None = None, start: int = 0, progress: bool = False) -> np.ndarray:
     """``n`` images as uint8 ``(n, H, W, 3)`` from ``method.sample`` (:func:`load_for_sampling`),
     ``batch_size`` at a time (default :func:`default_sample_batch`); image k uses seed ``(seed, start + k)``
     whatever ``batch_size``."""
-    from tqdm.auto import tqdm
-
-    from .data.images import to_uint8
-    from .diffusion.samplers import randn, sample_generators
+    from .diffusion.samplers import randn
 
     size = method.model.size
     device = next(method.model.unet.parameters()).device
-    if batch_size is None:
-        batch_size = default_sample_batch(device)
-    chunks = []
-    with tqdm(total=n, disable=not progress, desc="sample", unit="img", dynamic_ncols=True) as bar:
-        for first in range(0, n, batch_size):
-            indices = range(start + first, start + min(first + batch_size, n))
-            generators = sample_generators(seed, indices)
-            noise = randn((len(indices), 3, size, size), generators, device)
-            images = method.sample(noise, steps=steps, sampler=sampler, eta=eta, generators=generators)
-            chunks.append(to_uint8(images))
-            bar.update(len(indices))
-    return np.concatenate(chunks)
+
+    def draw(first: int, generators) -> torch.Tensor:
+        noise = randn((len(generators), 3, size, size), generators, device)
+        return method.sample(noise, steps=steps, sampler=sampler, eta=eta, generators=generators)
+
+    return _in_batches(n, batch_size or default_sample_batch(device), seed, start, "sample", progress, draw)
 
 
+def translate_images(method, images: np.ndarray, settings, *, seed: int = 0, batch_size: int = 16, progress: bool = False) -> np.ndarray:
+    """Source-domain uint8 ``images`` translated by ``method.translate`` with ``settings``, ``batch_size`` at a
+    time; image k uses seed ``(seed, k)`` whatever ``batch_size``."""
+    from .data.images import to_tensor
 
-def write_samples(images: np.ndarray, out: Path) -> tuple[Path, Path]:
-    """Fill ``out`` with ``000000.png``, ... (and nothing else) and write the grid beside it as ``out.png``."""
+    device = next(method.model.unet.parameters()).device
+
+    def draw(first: int, generators) -> torch.Tensor:
+        return method.translate(to_tensor(images[first : first + len(generators)]).to(device), settings, generators)
+
+    return _in_batches(len(images), batch_size, seed, 0, "translate", progress, draw)
+
+
+def write_samples(images: np.ndarray, out: Path, names: list[Path] | None = None) -> tuple[Path, Path]:
+    """Fill ``out`` with ``names`` (default ``000000.png``, ...; nested names make their folders) and nothing
+    else, and write the grid of the first 64 beside it as ``out.png``."""
     from .data.images import make_grid, save_png
 
     if occupied(out):
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
+    names = names or [Path(f"{index:06d}.png") for index in range(len(images))]
 
     def write(staging: Path) -> None:
-        for index, image in enumerate(images):
-            save_png(image, staging / f"{index:06d}.png")
+        for name, image in zip(names, images):
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            save_png(image, staging / name)
 
     replace_folder(out, write)
     grid = out.with_name(out.name + ".png")
