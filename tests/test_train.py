@@ -107,8 +107,30 @@ def test_resume_refuses_what_it_cannot_continue(image_folder, tmp_path):
     truncated = save_checkpoint(run / "checkpoints", step + 5, state["trainable"], state["ema"], state["optimizer"], {}, keep=5)
     data = (truncated / "trainable.safetensors").read_bytes()
     (truncated / "trainable.safetensors").write_bytes(data[:50])
-    with pytest.raises(TenshotError, match=re.escape(str(truncated)) + ": unreadable checkpoint"):
+    for _, other in list_checkpoints(run / "checkpoints")[:-1]:
+        shutil.rmtree(other)
+    with pytest.raises(TenshotError, match=re.escape(str(truncated)) + ": unreadable checkpoint"):  # none readable
         api.pretrain(pretrain_config(image_folder, run, 10), resume=True)
+
+
+def test_resume_passes_over_a_damaged_newest_checkpoint_in_a_moved_folder(image_folder, tmp_path, capfd):
+    """A truncated newest checkpoint: resume continues from the one before, with one warning line, and reaches
+    the uninterrupted run's weights; the run folder was moved meanwhile, which is not a changed setting."""
+    straight = tmp_path / "straight"
+    api.pretrain(pretrain_config(image_folder, straight, 8, checkpoint_every=2, keep_checkpoints=3))
+    first = tmp_path / "first"
+    api.pretrain(pretrain_config(image_folder, first, 6, checkpoint_every=2, keep_checkpoints=3))
+    damaged = first / "checkpoints" / "step-6" / "ema.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    first.rename(moved)
+    capfd.readouterr()
+    api.pretrain(pretrain_config(image_folder, moved, 8, checkpoint_every=2, keep_checkpoints=3), resume=True)
+    warnings = [line for line in capfd.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "step-6: unreadable checkpoint" in warnings[0]
+    assert_same_run(straight, moved, 8)
+    assert load_yaml(PretrainConfig, moved / "config.yaml").out == str(moved)
 
 
 def test_sigterm_leaves_a_checkpoint_and_resume_reaches_the_same_weights(image_folder, tmp_path):

@@ -7,6 +7,13 @@ class TenshotError(Exception):
     exit_code = 2
 
 
+def warn(message: str) -> None:
+    """One line on stderr, ``warning: <message>``, for what the user should know but need not fix now."""
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 class Interrupted(Exception):
     """Training stopped by SIGINT/SIGTERM after writing a checkpoint at ``step``."""
 

@@ -41,7 +41,8 @@ def read_run_config(run: str | Path, required: bool = False) -> dict | None:
 
 
 def prepare_run(out: Path, config, resume: bool) -> None:
-    """A new run needs an absent or empty folder; a resumed one the same config (``train.steps`` may grow).
+    """A new run needs an absent or empty folder; a resumed one the same config, but for ``train.steps`` (which
+    may grow) and ``out`` (the folder may have moved).
 
     Under ``torchrun``/``accelerate launch`` every process runs this: all of them check before any writes
     (otherwise the first to write ``config.yaml`` makes the others see a non-empty folder), then only the
@@ -56,8 +57,9 @@ def prepare_run(out: Path, config, resume: bool) -> None:
             raise TenshotError(f"{out}: nothing to resume (no {RUN_CONFIG})")
         previous = to_dict(load_yaml(type(config), saved))
         current = to_dict(config)
-        previous["train"].pop("steps")
-        current["train"].pop("steps")
+        for values in (previous, current):  # what may differ: a longer run, and a folder moved or copied elsewhere
+            values["train"].pop("steps")
+            values.pop("out")
         if previous != current:
             changed = sorted(k for k in current if current[k] != previous.get(k))
             raise TenshotError(f"{out}: --resume needs the same settings as the run (changed: {', '.join(changed)})")

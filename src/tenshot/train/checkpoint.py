@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..cache import replace_folder
-from ..errors import TenshotError
+from ..errors import TenshotError, warn
 
 STEP_PATTERN = re.compile(r"^step-(\d+)$")
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -106,6 +106,25 @@ def save_checkpoint(
     for _, old in list_checkpoints(folder)[:-keep]:
         shutil.rmtree(old)
     return target
+
+
+def load_newest_readable(folder: Path) -> tuple[int, Path, dict]:
+    """The newest checkpoint under ``folder`` that reads back, as ``(step, path, state)``: a newer one that does
+    not (a truncated copy, a disk error) is passed over with one warning line, which is what
+    ``--keep-checkpoints`` above 1 is for. None readable: the newest one's error."""
+    checkpoints = list_checkpoints(folder)
+    if not checkpoints:
+        raise TenshotError(f"{folder.parent}: no checkpoint to resume from")
+    first_error = None
+    for step, path in reversed(checkpoints):
+        try:
+            state = load_checkpoint(path)
+        except TenshotError as error:
+            warn(f"{error}; trying the one before")
+            first_error = first_error or error
+            continue
+        return step, path, state
+    raise first_error
 
 
 def load_checkpoint(path: Path) -> dict:

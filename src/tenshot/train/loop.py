@@ -34,7 +34,7 @@ from ..diffusion.samplers import derive_seed, randn, sample_generators
 from ..errors import Interrupted, TenshotError
 from ..methods.base import Batch, Method, ParameterGroup
 from ..models.ema import EMA
-from .checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import load_newest_readable, save_checkpoint
 
 
 COPY_STOP_KEY = "stopped-on-copies"  # the log record of the step that stop_on_copies ended a run at
@@ -278,17 +278,13 @@ class Trainer:
             optimizer.load_state_dict(state[name])
 
     def _resume(self) -> None:
-        checkpoints = list_checkpoints(self.run / "checkpoints")
-        if not checkpoints:
-            raise TenshotError(f"{self.run}: no checkpoint to resume from")
         stopped = _copy_stop_record(self.run / "log.jsonl")
         if stopped is not None:
             raise TenshotError(
                 f"{self.run}: stopped on copies at step {stopped['step']} and exported the EMA of step "
                 f"{stopped[COPY_STOP_KEY]['kept-step']}; start a new run to train further"
             )
-        step, path = checkpoints[-1]
-        state = load_checkpoint(path)
+        step, path, state = load_newest_readable(self.run / "checkpoints")
         trainable = self._trainable_state()
         if set(state["trainable"]) != set(trainable):
             raise TenshotError(f"{path}: checkpoint does not match this method's trainable parameters")
