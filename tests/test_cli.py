@@ -198,6 +198,17 @@ def test_sample_writes_numbered_pngs_and_a_grid(tiny_run, tmp_path):
     assert len(list(out.iterdir())) == 5
 
 
+def test_sample_with_dpm_solver(tiny_run, tmp_path):
+    """--sampler dpm++ draws with DPM-Solver++(2M): other images than DDIM's from the same noise, and deterministic."""
+    folders = {}
+    for name, sampler in (("dpm", "dpm++"), ("dpm-again", "dpm++"), ("ddim", "ddim")):
+        folders[name] = tmp_path / name
+        status, _, stderr = invoke(["sample", tiny_run, "--n", "3", "--steps", "3", "--sampler", sampler, "--out", folders[name]])
+        assert status == 0, stderr
+    images = {name: np.stack([np.asarray(Image.open(folder / f"{k:06d}.png")) for k in range(3)]) for name, folder in folders.items()}
+    assert np.array_equal(images["dpm"], images["dpm-again"]) and not np.array_equal(images["dpm"], images["ddim"])
+
+
 def test_adapt_writes_a_run(tiny_run, image_folder, tmp_path):
     out = tmp_path / "adapted"
     flags = ["adapt", "--source", tiny_run, "--target", image_folder, "--steps", "2", "--batch-size", "4",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .config import METHOD_TRAIN_DEFAULTS, TRANSLATION_OUTPUTS, AdaptConfig, DemoConfig, DistillConfig, PretrainConfig, SampleConfig, TrainConfig, TranslateConfig, adapt_train_defaults
+from .config import METHOD_TRAIN_DEFAULTS, SAMPLERS, TRANSLATION_OUTPUTS, AdaptConfig, DemoConfig, DistillConfig, PretrainConfig, SampleConfig, TrainConfig, TranslateConfig, adapt_train_defaults
 from .errors import Interrupted, TenshotError
 
 
@@ -235,7 +235,7 @@ SAMPLE = SampleConfig()
 @click.argument("model")
 @click.option("--n", type=int, default=SAMPLE.n, show_default=True, help="Number of images.")
 @click.option("--steps", type=int, default=SAMPLE.steps, show_default=True, help="Sampling steps (a one-step generator from distill takes one).")
-@click.option("--sampler", type=click.Choice(["ddim", "ddpm"]), default=SAMPLE.sampler, show_default=True)
+@click.option("--sampler", type=click.Choice(SAMPLERS), default=SAMPLE.sampler, show_default=True, help="ddim (with --eta), ddpm (ancestral) or dpm++ (DPM-Solver++(2M), second order, deterministic).")
 @click.option("--eta", type=float, default=SAMPLE.eta, show_default=True, help="DDIM eta (0: deterministic).")
 @click.option("--seed", type=int, default=SAMPLE.seed, show_default=True, help="Image k uses seed (seed, k) at any batch size.")
 @click.option("--batch-size", type=int, default=None, help="Images per sampling call (default: 16 on a CPU, 64 on an accelerator); image k's noise does not depend on it.")
@@ -342,7 +342,8 @@ EVALUATE = EvaluateConfig()
 @click.option("--features", default=",".join(EVALUATE.features), show_default=True, help="Comma list of feature networks: el0, and the optional inception, clip, vgg.")
 @click.option("--n", type=int, default=None, help="First N images of a folder (default all), or N samples of a model (default 1000).")
 @click.option("--size", type=int, default=None, help="Size every image set is loaded at (default: the samples' size; 32 for emoji samples).")
-@click.option("--steps", type=int, default=EVALUATE.steps, show_default=True, help="DDIM steps when SAMPLES is a model.")
+@click.option("--steps", type=int, default=EVALUATE.steps, show_default=True, help="Sampling steps when SAMPLES is a model.")
+@click.option("--sampler", type=click.Choice(SAMPLERS), default=EVALUATE.sampler, show_default=True, help="Sampler when SAMPLES is a model.")
 @click.option("--seed", type=int, default=EVALUATE.seed, show_default=True, help="Sampling seed when SAMPLES is a model.")
 @click.option("--batch-size", type=int, default=EVALUATE.batch_size, show_default=True)
 @click.option("--out", required=True, help="metrics.json to write.")

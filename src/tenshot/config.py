@@ -182,6 +182,9 @@ class DistillConfig:
         return 0.5 ** (1.0 / max(1.0, self.ema_half_life * self.train.steps))
 
 
+SAMPLERS = ("ddim", "ddpm", "dpm++")  # Method.sample's: DDIM (eta), ancestral DDPM, DPM-Solver++(2M)
+
+
 @dataclass
 class SampleConfig:
     """``tenshot sample``: draw images from a model or run."""
@@ -198,8 +201,8 @@ class SampleConfig:
     def validate(self) -> None:
         if self.n < 1 or self.steps < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise TenshotError("n, steps and batch-size must be at least 1")
-        if self.sampler not in ("ddim", "ddpm"):
-            raise TenshotError(f"sampler must be ddim or ddpm, got {self.sampler!r}")
+        if self.sampler not in SAMPLERS:
+            raise TenshotError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if not 0.0 <= self.eta <= 1.0:
             raise TenshotError(f"eta must be in [0, 1], got {self.eta}")
 
@@ -340,6 +343,7 @@ class EvaluateConfig:
     n: int | None = None
     size: int | None = None
     steps: int = 25
+    sampler: str = "ddim"
     seed: int = 0
     batch_size: int = 50
     out: str | None = None
@@ -358,6 +362,8 @@ class EvaluateConfig:
             raise TenshotError(f"size must be between 16 and 1024, got {self.size}")
         if self.steps < 1 or self.batch_size < 1:
             raise TenshotError("steps and batch-size must be at least 1")
+        if self.sampler not in SAMPLERS:
+            raise TenshotError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
 
 
 @dataclass

@@ -152,13 +152,16 @@ class Method(torch.nn.Module):
     def sample(self, noise: torch.Tensor, *, steps: int = 25, sampler: str = "ddim", eta: float = 0.0, generators=None) -> torch.Tensor:
         """Images in [-1, 1] from standard-normal ``noise`` ``(B, 3, H, W)``; ``generators`` (one per sample) for
         any further draw, so sample k is the same image at any batch size. Default: DDIM (Song et al. 2021,
-        Eq. 12) or ancestral DDPM of the adapted UNet, ``steps`` times of its schedule."""
-        from ..diffusion.samplers import ddim_sample, ddpm_sample
+        Eq. 12), ancestral DDPM or DPM-Solver++(2M) (``dpm++``) of the adapted UNet, ``steps`` times of its
+        schedule."""
+        from ..diffusion.samplers import ddim_sample, ddpm_sample, dpm_solver_sample
 
         timesteps = self.model.schedule.timesteps(steps)
         denoiser = self.model.denoiser()
         if sampler == "ddim":
             return ddim_sample(denoiser, noise, timesteps, eta=eta, generator=generators)
+        if sampler == "dpm++":
+            return dpm_solver_sample(denoiser, noise, timesteps)
         return ddpm_sample(denoiser, noise, timesteps, generator=generators)
 
     def translation_denoiser(self, images: torch.Tensor, generators=None):

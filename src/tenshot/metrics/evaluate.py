@@ -90,8 +90,8 @@ def load_samples(config: EvaluateConfig, progress: bool = False) -> tuple[np.nda
         raise TenshotError(f"{source}: the model makes {size} px images; drop --size {config.size} or set it to {size}")
     count = config.n or DEFAULT_SAMPLES
     with torch.no_grad():
-        images = generate(method, count, steps=config.steps, seed=config.seed, batch_size=config.batch_size, progress=progress)
-    return images, {"sampler": "ddim", "sampling-steps": config.steps, "sampling-seed": config.seed}
+        images = generate(method, count, steps=config.steps, sampler=config.sampler, seed=config.seed, batch_size=config.batch_size, progress=progress)
+    return images, {"sampler": config.sampler, "sampling-steps": config.steps, "sampling-seed": config.seed}
 
 
 def _load_set(argument: str, size: int, default_split: str, minimum: int) -> np.ndarray:
