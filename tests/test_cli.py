@@ -67,14 +67,15 @@ def bad_inputs(root: Path, image_folder: Path, run: Path) -> dict[str, tuple[lis
     not_a_model = write_images(root / "pictures", 2, 16)
     wrong_shape = root / "wrong-shape"
     wrong_shape.mkdir()
-    for file in (run / "model").iterdir():
+    flat = [*(run / "model" / "unet").iterdir(), run / "model" / "scheduler" / "scheduler_config.json"]  # a flat diffusers folder
+    for file in flat:
         text = file.read_bytes()
         if file.name == "config.json":
             text = text.replace(b'"layers_per_block": 1', b'"layers_per_block": 2')
         (wrong_shape / file.name).write_bytes(text)
     corrupt = root / "corrupt"
     corrupt.mkdir()
-    for file in (run / "model").iterdir():
+    for file in flat:
         (corrupt / file.name).write_bytes(file.read_bytes()[:200] if file.suffix == ".safetensors" else file.read_bytes())
     taken = write_images(root / "taken", 1, 16)
     a_file = root / "a-file.txt"
@@ -217,7 +218,14 @@ def test_adapt_writes_a_run(tiny_run, image_folder, tmp_path):
     assert status == 0, stderr
     assert str(out / "model") in stdout
     assert {p.name for p in out.iterdir()} >= {"config.yaml", "model", "checkpoints", "samples", "log.jsonl"}
-    assert (out / "model" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (out / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    # model/ is a diffusers pipeline folder with a model card
+    from diffusers import DDPMPipeline
+
+    images = DDPMPipeline.from_pretrained(out / "model")(batch_size=2, num_inference_steps=2, output_type="np").images
+    assert images.shape == (2, 16, 16, 3) and np.isfinite(images).all()
+    card = (out / "model" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: diffusers\n") and "tags: [tenshot, few-shot, finetune]" in card and str(image_folder) in card
     assert (out / "samples" / "step-2.png").is_file()
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-1", "step-2"]
     status, stdout, stderr = invoke([*flags[:5], "--steps", "3", *flags[7:], "--resume"])

@@ -265,7 +265,7 @@ def test_adapt_then_sample_a_run_from_the_command_line(tmp_path):
     tensors = load_file(str(run / "method.safetensors"))
     assert tensors["embeddings"].shape == (5, 3, 3, SIZE, SIZE) and tensors["shots"].shape == (5, 3, SIZE, SIZE)
     # model/ is the source UNet unchanged
-    exported, original = load_file(str(run / "model" / "diffusion_pytorch_model.safetensors")), load_file(str(source / "diffusion_pytorch_model.safetensors"))
+    exported, original = load_file(str(run / "model" / "unet" / "diffusion_pytorch_model.safetensors")), load_file(str(source / "unet" / "diffusion_pytorch_model.safetensors"))
     assert exported.keys() == original.keys() and all(torch.equal(exported[k], original[k]) for k in original)
     assert (run / "samples" / "step-2.png").is_file()
 

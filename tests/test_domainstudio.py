@@ -206,7 +206,7 @@ def test_adapt_domainstudio_end_to_end_and_sample(tmp_path):
          "--option", "preset=paper", "--option", "hf_pair_weight=3", "--out", str(run), *common],
     )
     assert result.exit_code == 0, result.output
-    assert (run / "model" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (run / "model" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     logged = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
     assert {"total", "simple", "image_kl", "hf_kl", "hf_mse"} <= set(logged)
     trainable = load_file(str(run / "checkpoints" / "step-2" / "trainable.safetensors"))

@@ -261,12 +261,23 @@ def test_distill_then_sample_in_one_evaluation(teacher, image_folder, tmp_path):
     result = _distill(teacher, run, str(image_folder), 2)
     assert result.exit_code == 0, result.output
     assert "one-step generator" in result.output
-    config = json.loads((run / "model" / "config.json").read_text())
+    config = json.loads((run / "model" / "unet" / "config.json").read_text())
     assert config[ONE_STEP_KEY] == 999 and config["_class_name"] == "UNet2DModel"
     extra = load_file(str(run / "method.safetensors"))
     assert extra and all(name.startswith("discriminator.") and ".features." not in name for name in extra)
     assert any(name.startswith("discriminator.heads.") for name in extra)
     assert (run / "samples" / "step-2.png").is_file() and not (run / "teacher").exists()
+    # the model card's diffusers snippet draws what tenshot's one-step generator draws from the same noise
+    card = (run / "model" / "README.md").read_text()
+    snippet = card.split("```python\n")[-1].split("```")[0].replace("PATH/TO/model", str(run / "model"))
+    torch.manual_seed(0)
+    scope: dict = {}
+    exec(snippet, scope)
+    noise = torch.randn(16, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    generator = load_for_sampling(run)
+    with torch.no_grad():
+        expected = generate_one_step(generator.model, noise, 999).clamp(-1, 1)
+    torch.testing.assert_close(scope["images"].detach(), expected, rtol=1e-5, atol=1e-5)
 
     result = CliRunner().invoke(main, ["sample", str(run), "--n", "3", "--out", str(tmp_path / "samples")])
     assert result.exit_code == 0, result.output
@@ -292,7 +303,7 @@ def test_export_of_the_last_checkpoint_is_the_distilled_run(teacher, image_folde
     assert _distill(teacher, run, str(image_folder), 4).exit_code == 0
     result = CliRunner().invoke(main, ["export", str(run), "--step", "4", "--out", str(tmp_path / "step-4")])
     assert result.exit_code == 0, result.output
-    for name in ("model/diffusion_pytorch_model.safetensors", "method.safetensors"):
+    for name in ("model/unet/diffusion_pytorch_model.safetensors", "method.safetensors"):
         first, second = load_file(str(run / name)), load_file(str(tmp_path / "step-4" / name))
         assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first), name
     assert isinstance(load_for_sampling(tmp_path / "step-4"), GDD)
@@ -368,6 +379,6 @@ def test_resume_reproduces_the_uninterrupted_run(teacher, image_folder, tmp_path
     trainable = load_checkpoint(straight / "checkpoints" / "step-4")["trainable"]
     assert any(name.endswith("._u") for name in trainable)  # spectral-norm vectors travel with the checkpoint
     assert not any(name[len("unet."):] in FROZEN_TINY for name in trainable)
-    for name in ("model/diffusion_pytorch_model.safetensors", "method.safetensors"):
+    for name in ("model/unet/diffusion_pytorch_model.safetensors", "method.safetensors"):
         a, b = load_file(str(straight / name)), load_file(str(resumed / name))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name

@@ -79,7 +79,7 @@ def test_stop_on_copies_keeps_the_ema_of_the_last_preview_below_the_share(source
     result = api.adapt(config)
     assert (result.stopped.step, result.stopped.share, result.stopped.kept_step) == (6, 0.75, 4)
     assert result.steps == 6
-    exported = load_file(str(result.model / "diffusion_pytorch_model.safetensors"))
+    exported = load_file(str(result.model / "unet" / "diffusion_pytorch_model.safetensors"))
     ema = load_checkpoint(result.run / "checkpoints" / "step-4")["ema"]
     assert all(torch.equal(exported[name], ema[f"shadow.{name}"]) for name in exported)
     stop = [json.loads(line) for line in (result.run / "log.jsonl").read_text().splitlines() if "stopped-on-copies" in line]
@@ -103,7 +103,7 @@ def test_a_checkpoint_exported_equals_the_run_trained_that_many_steps(source, tm
     target = write_images(tmp_path / "shots", 3, 16, seed=7)
     long = api.adapt(adapt_config(source, target, tmp_path / "long", 8, method="domainstudio"))
     short = api.adapt(adapt_config(source, target, tmp_path / "short", 4, method="domainstudio"))
-    weights = "model/diffusion_pytorch_model.safetensors"
+    weights = "model/unet/diffusion_pytorch_model.safetensors"
     for step, reference in ((4, short.run), (8, long.run)):
         exported = api.export(ExportConfig(run=str(long.run), step=step, out=str(tmp_path / f"step-{step}")))
         first, second = load_file(str(exported / weights)), load_file(str(reference / weights))

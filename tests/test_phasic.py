@@ -350,8 +350,8 @@ def test_adapt_both_stages_translate_and_sample(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     init = tmp_path / "init"
     assert (init / "checkpoints" / "step-2").is_dir() and len(list((tmp_path / "cache" / "initialisation").iterdir())) == 1
-    assert torch.equal(load_file(str(init / "model" / "diffusion_pytorch_model.safetensors"))["conv_in.weight"],
-                       load_file(str(source / "diffusion_pytorch_model.safetensors"))["conv_in.weight"])  # stage 2 leaves the UNet
+    assert torch.equal(load_file(str(init / "model" / "unet" / "diffusion_pytorch_model.safetensors"))["conv_in.weight"],
+                       load_file(str(source / "unet" / "diffusion_pytorch_model.safetensors"))["conv_in.weight"])  # stage 2 leaves the UNet
 
     run = tmp_path / "run"
     result = runner.invoke(main, ["adapt", *common, "--steps", "2", "--out", str(run)])  # stage 2 from the cache

@@ -20,7 +20,7 @@ from tenshot.config import PretrainConfig, TrainConfig, load_yaml
 from tenshot.errors import TenshotError
 from tenshot.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 
-WEIGHTS = "model/diffusion_pytorch_model.safetensors"
+WEIGHTS = "model/unet/diffusion_pytorch_model.safetensors"
 CHECKPOINT_FILES = ("trainable.safetensors", "ema.safetensors", "optimizer.safetensors")
 
 

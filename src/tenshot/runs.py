@@ -72,14 +72,58 @@ def prepare_run(out: Path, config, resume: bool) -> None:
     state.wait_for_everyone()
 
 
+ONE_STEP_SNIPPET = """\
+It is a one-step generator (GDD): one UNet evaluation at time `t = unet.config["{key}"]` on scaled noise,
+read as an x0-prediction of the scheduler's prediction type:
+
+```python
+import torch
+from diffusers import DDPMPipeline
+
+pipe = DDPMPipeline.from_pretrained("PATH/TO/model")
+unet, scheduler = pipe.unet, pipe.scheduler
+t = unet.config["{key}"]
+abar = scheduler.alphas_cumprod[t]
+x = (1 - abar).sqrt() * torch.randn(16, 3, unet.config.sample_size, unet.config.sample_size)
+out = unet(x, t).sample
+images = (abar.sqrt() * x - (1 - abar).sqrt() * out).clamp(-1, 1)  # v-prediction (scheduler.config.prediction_type)
+# epsilon: ((x - (1 - abar).sqrt() * out) / abar.sqrt()); sample: out
+```
+"""
+
+
+def model_card(run_config: dict, one_step_key: str | None = None) -> str:
+    """``model/README.md`` of a run: the hub's metadata block (library, pipeline, tags, base model when it is a hub
+    id) and how the run was made and is sampled, from its ``config.yaml``."""
+    method = run_config.get("method", "pretrain")
+    base = run_config.get("source") or run_config.get("model")
+    tags = ["tenshot", "few-shot" if method != "pretrain" else "from-scratch", method]
+    meta = ["library_name: diffusers", "pipeline_tag: unconditional-image-generation", f"tags: [{', '.join(tags)}]"]
+    if base and str(base).count("/") == 1 and not Path(str(base)).exists():
+        meta.append(f"base_model: {base}")
+    made = {"source": "from", "model": "distilled from", "target": "to the images of", "data": "on"}
+    origin = ", ".join(f"{label} `{run_config[key]}`" for key, label in made.items() if run_config.get(key))
+    steps = (run_config.get("train") or {}).get("steps")
+    lines = ["---", *meta, "---", "", f"# {method}, made with tenshot", "",
+             f"`{method}` {origin}, {steps} optimiser steps; the weights are the run's EMA. The run's `config.yaml` has every setting.", "",
+             "```python", "from diffusers import DDPMPipeline", "", 'images = DDPMPipeline.from_pretrained("PATH/TO/model")(batch_size=16).images', "```", ""]  # fmt: skip
+    card = "\n".join(lines)
+    return card + ("\n" + ONE_STEP_SNIPPET.format(key=one_step_key) if one_step_key else "")
+
+
 def write_weights(method, out: Path) -> None:
-    """``out/model/`` from ``method.model`` and ``out/method.safetensors`` from its extra tensors (a run's
-    averaged weights, once the EMA has been copied into the method's modules)."""
+    """``out/model/`` (a diffusers pipeline folder with its model card) from ``method.model`` and
+    ``out/method.safetensors`` from its extra tensors (a run's averaged weights, once the EMA has been copied into
+    the method's modules)."""
     from safetensors.torch import save_file
 
     from .models.unet import DiffusionModel, save_model
 
-    replace_folder(out / "model", lambda staging: save_model(DiffusionModel(method.model.unet, method.model.schedule), staging))
+    from .methods.gdd import ONE_STEP_KEY, is_one_step
+
+    unet = method.model.unet
+    card = model_card(read_run_config(out) or {}, ONE_STEP_KEY if is_one_step(unet) else None)
+    replace_folder(out / "model", lambda staging: save_model(DiffusionModel(unet, method.model.schedule), staging, card))
     extra = method.extra_tensors()
     if extra:
         save_file({k: v.detach().cpu().contiguous() for k, v in extra.items()}, out / "method.safetensors")

@@ -3,6 +3,7 @@
 A *model reference* is any of: a run folder (``runs/NAME``, whose ``model/`` is used), a diffusers
 folder (``config.json`` + weights + ``scheduler_config.json``, or a pipeline folder with ``unet/`` and
 ``scheduler/``), a shipped asset name (``noto-32``) or a hub id (``google/ddpm-cifar10-32``, online only).
+tenshot writes pipeline folders (:func:`save_model`), which diffusers' ``DDPMPipeline`` loads as they are.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 SCHEDULER_FILE = "scheduler_config.json"
+PIPELINE_FILE = "model_index.json"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 
 
@@ -84,12 +86,22 @@ class UNetDenoiser:
         return self.schedule.predict(output, x, times)
 
 
-def save_model(model: DiffusionModel, folder: str | Path) -> Path:
-    """Write a diffusers folder: ``config.json``, safetensors weights and ``scheduler_config.json``."""
+def save_model(model: DiffusionModel, folder: str | Path, card: str | None = None) -> Path:
+    """Write a diffusers pipeline folder that ``DDPMPipeline.from_pretrained`` (or ``DDIMPipeline``) loads:
+    ``model_index.json``, ``unet/`` (config and safetensors weights), ``scheduler/scheduler_config.json``, and the
+    model ``card`` as ``README.md`` when given."""
+    import diffusers
+
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.unet.save_pretrained(folder, safe_serialization=True)
-    (folder / SCHEDULER_FILE).write_text(json.dumps(model.schedule.config, indent=2, default=list) + "\n")
+    (folder / "scheduler").mkdir(parents=True, exist_ok=True)
+    model.unet.save_pretrained(folder / "unet", safe_serialization=True)
+    scheduler = {"_class_name": "DDPMScheduler", **model.schedule.config}
+    (folder / "scheduler" / SCHEDULER_FILE).write_text(json.dumps(scheduler, indent=2, default=list) + "\n")
+    index = {"_class_name": "DDPMPipeline", "_diffusers_version": diffusers.__version__,
+             "scheduler": ["diffusers", scheduler["_class_name"]], "unet": ["diffusers", "UNet2DModel"]}  # fmt: skip
+    (folder / PIPELINE_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    if card is not None:
+        (folder / "README.md").write_text(card)
     return folder
 
 
