@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,8 @@ def test_help_lists_the_commands():
         assert name in commands
     status, stdout, _ = invoke(["data", "--help"])
     assert status == 0 and "render" in stdout
+    as_module = subprocess.run([sys.executable, "-m", "tenshot", "--help"], capture_output=True, text=True, env=cli_env())
+    assert as_module.returncode == 0 and as_module.stdout.split("Commands:")[1].split() == commands
 
 
 def test_pretrain_help_shows_defaults():

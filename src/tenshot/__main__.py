@@ -1,0 +1,5 @@
+"""``python -m tenshot``: the command line."""
+
+from .cli import main
+
+main()
