@@ -142,7 +142,7 @@ def ddim_step(
     return x_next, prediction
 
 
-def _log_snr_half(abar: float) -> float:
+def _half_log_snr(abar: float) -> float:
     """lambda = log(alpha / sigma) = log(abar / (1 - abar)) / 2; +inf for the clean image (abar = 1)."""
     return math.inf if abar >= 1.0 else 0.5 * math.log(abar / (1.0 - abar))
 
@@ -177,7 +177,7 @@ def dpm_solver_sample(
         if s < 0:
             x_next = prediction.x0
         else:
-            h = _log_snr_half(abar_s) - _log_snr_half(abar_t)
+            h = _half_log_snr(abar_s) - _half_log_snr(abar_t)
             estimate = prediction.x0
             if previous is not None:
                 ratio = previous[1] / h
