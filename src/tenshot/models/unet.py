@@ -106,10 +106,10 @@ def save_model(model: DiffusionModel, folder: str | Path, card: str | None = Non
 
 
 def assets_root() -> Path:
-    """Shipped assets: ``$TENSHOT_ASSETS`` or the repository's ``assets/`` folder."""
+    """Shipped assets: ``$TENSHOT_ASSETS`` or the package's ``assets/`` folder (package data: a wheel has them)."""
     if os.environ.get("TENSHOT_ASSETS"):
         return Path(os.environ["TENSHOT_ASSETS"])
-    return Path(__file__).resolve().parents[3] / "assets"
+    return Path(__file__).resolve().parents[1] / "assets"
 
 
 def _diffusers_layout(folder: Path) -> tuple[Path, Path] | None:
