@@ -39,9 +39,8 @@ def load_for_sampling(reference: str | Path, device: str | torch.device = "cpu")
 
 
 def default_sample_batch(device) -> int:
-    """Images per sampling call when none is given: 16 on a CPU, where larger calls fall out of cache (200 images
-    of ``noto-32`` at 25 DDIM steps on 2 cores: 179 s at 8, 150 s at 16, 164 s at 32, 196 s at 100), 64 on an
-    accelerator."""
+    """Images per sampling call when none is given: 16 on a CPU, the fastest of the sizes measured (larger calls
+    fall out of cache; ``bench/README.md``, "Option studies"), 64 on an accelerator."""
     return 16 if torch.device(device).type == "cpu" else 64
 
 
