@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import VENV_BIN, cli_env, run_cli, write_images
@@ -200,6 +201,42 @@ def test_sample_writes_numbered_pngs_and_a_grid(tiny_run, tmp_path):
     status, _, stderr = invoke(["sample", tiny_run, "--n", "2", "--steps", "2", "--out", out])
     assert status == 2 and len(stderr.splitlines()) == 1 and "not empty" in stderr
     assert len(list(out.iterdir())) == 5
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tiny_run, tmp_path, monkeypatch):
+    """The disk fills while the samples are written: one line, status 2, no output folder and no staging folder
+    (a checkpoint write that fails keeps the previous checkpoints: test_train)."""
+    import errno
+
+    import tenshot.data.images as images
+
+    real_save = images.save_png
+    saved = []
+
+    def save_until_full(image, path):
+        if len(saved) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        saved.append(path)
+        real_save(image, path)
+
+    monkeypatch.setattr(images, "save_png", save_until_full)
+    out = tmp_path / "samples"
+    status, _, stderr = invoke(["sample", tiny_run, "--n", "4", "--steps", "2", "--out", out])
+    assert status == 2 and stderr.count("error:") == 1 and "Traceback" not in stderr  # beside the progress bar
+    assert stderr.strip().split("\n")[-1].startswith(f"error: {out}: could not write (No space left on device)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_of_memory_is_one_line_suggesting_a_smaller_batch(tiny_run, tmp_path, monkeypatch):
+    import tenshot.methods.base as base
+
+    def exhausted(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(base.Method, "sample", exhausted)
+    status, _, stderr = invoke(["sample", tiny_run, "--n", "4", "--steps", "2", "--out", tmp_path / "samples"])
+    assert status == 2 and stderr.count("error:") == 1 and "smaller --batch-size" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "samples").exists()
 
 
 def test_sample_with_dpm_solver(tiny_run, tmp_path):

@@ -239,13 +239,13 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path, monkeypatch):
 
     monkeypatch.setattr(checkpoint_module, "save_file", failing_save)
     trainable, ema, optimizer = checkpoint_state(4)
-    with pytest.raises(OSError):
+    with pytest.raises(TenshotError, match=r"step-4: could not write \(disk full\); nothing half-written"):
         save_checkpoint(folder, 4, trainable, ema, optimizer, {}, keep=2)
     assert [s for s, _ in list_checkpoints(folder)] == [2, 3]
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == [".step-9-abc123"]
     # and a failed rewrite of an existing step does not destroy it
     written.clear()
-    with pytest.raises(OSError):
+    with pytest.raises(TenshotError, match="could not write"):
         save_checkpoint(folder, 3, trainable, ema, optimizer, {}, keep=2)
     assert torch.equal(load_checkpoint(folder / "step-3")["trainable"]["w"], checkpoint_state(3)[0]["w"])
 

@@ -10,6 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
+
+from .errors import TenshotError
+
+
+def _write_failed(target: Path, error: Exception) -> TenshotError:
+    """A write the environment refused (full disk, no permission, read-only or failing device), as one line."""
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
+    return TenshotError(f"{target}: could not write ({reason}); nothing half-written was kept, what was there before is unchanged")
 
 
 def cache_root() -> Path:
@@ -38,15 +47,21 @@ def _plain_mode(mode: int) -> int:
 
 
 def replace_file(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` through ``write(staging)``, a file of the same suffix in the same folder renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}-", suffix=path.suffix, dir=path.parent)
+    """Write ``path`` through ``write(staging)``, a file of the same suffix in the same folder renamed over it; a
+    write the environment refuses is one :class:`TenshotError` line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}-", suffix=path.suffix, dir=path.parent)
+    except OSError as error:
+        raise _write_failed(path, error) from None
     os.close(handle)
     staging = Path(name)
     try:
         staging.chmod(_plain_mode(0o666))
         write(staging)
         os.replace(staging, path)
+    except (OSError, SafetensorError) as error:
+        raise _write_failed(path, error) from None
     finally:
         staging.unlink(missing_ok=True)
 
@@ -56,9 +71,13 @@ def replace_folder(target: Path, write: Callable[[Path], None], *, durable: bool
 
     ``durable`` syncs every file to disk before the rename (a checkpoint survives a crash). ``complete`` names
     the marker file ``write`` writes last: a ``target`` holding it, finished by another process meanwhile, is
-    kept rather than replaced, as someone may be reading it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    kept rather than replaced, as someone may be reading it. A write the environment refuses (full disk, no
+    permission) is one :class:`TenshotError` line, and the previous ``target`` stays as it was."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    except OSError as error:
+        raise _write_failed(target, error) from None
 
     def finished() -> bool:
         return complete is not None and (target / complete).is_file()
@@ -78,5 +97,7 @@ def replace_folder(target: Path, write: Callable[[Path], None], *, durable: bool
         except OSError:
             if not finished():
                 raise
+    except (OSError, SafetensorError) as error:
+        raise _write_failed(target, error) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -80,9 +80,15 @@ def _echo_main(text: str) -> None:
         click.echo(text)
 
 
+def _out_of_memory(error: RuntimeError) -> bool:
+    import torch
+
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
 class TenshotGroup(click.Group):
-    """Turns :class:`TenshotError` into one line on stderr and exit status 2, and an interruption outside the
-    training loop (Ctrl-C while sampling, drawing teacher images, evaluating) into one line and status 130."""
+    """Turns :class:`TenshotError` and an out-of-memory (with the advice of a smaller batch) into one line on
+    stderr and exit status 2, and an interruption outside the training loop (Ctrl-C while sampling, drawing teacher images, evaluating) into one line and status 130."""
 
     def invoke(self, ctx):
         try:
@@ -90,6 +96,12 @@ class TenshotGroup(click.Group):
         except TenshotError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(error.exit_code)
+        except (MemoryError, RuntimeError) as error:  # the host's MemoryError; torch's OutOfMemoryError is a RuntimeError
+            if isinstance(error, RuntimeError) and not _out_of_memory(error):
+                raise
+            detail = str(error).splitlines()[0] if str(error) else "host memory"
+            click.echo(f"error: out of memory ({detail}): try a smaller --batch-size", err=True)
+            sys.exit(TenshotError.exit_code)
         except Interrupted as stop:
             click.echo(str(stop), err=True)
             sys.exit(130)
