@@ -106,6 +106,10 @@ def bad_inputs(root: Path, image_folder: Path, run: Path) -> dict[str, tuple[lis
         "sample out is a file": (["sample", str(run), "--n", "2", "--out", str(a_file)], f"{a_file}: exists and is not a folder", None),
         "pretrain out is a file": ([*pretrain, "--data", str(image_folder), "--out", str(a_file)], f"{a_file}: exists and is not a folder", None),
         "render bad split": (["data", "render", "emoji:openmoji:shots", "--out", str(root / "r1")], "give the split with --split", root / "r1"),
+        "sample absent cuda": (["sample", str(run), "--n", "2", "--device", "cuda:3", "--out", str(root / "d1")], "--device cuda:3: torch sees", root / "d1"),
+        "sample unknown device": (["sample", str(run), "--n", "2", "--device", "gpu", "--out", str(root / "d2")], "device must be auto, cpu, cuda or cuda:N", root / "d2"),
+        "evaluate absent cuda": (["evaluate", str(run), "--reference", str(image_folder), "--n", "4", "--device", "cuda", "--out", str(root / "d3.json")],
+                                 "--device cuda: torch sees", root / "d3.json"),
     }
 
 
@@ -116,7 +120,7 @@ BAD_CASES = [
     "missing data", "empty data", "text file", "truncated png", "image too small", "steps 0", "negative lr",
     "unknown emoji style", "sample not a model", "sample no such model", "sample wrong shape", "sample corrupt weights",
     "sample steps 0", "adapt out not empty", "adapt unknown option", "render bad split", "sample out is a file",
-    "pretrain out is a file",
+    "pretrain out is a file", "sample absent cuda", "sample unknown device", "evaluate absent cuda",
 ]
 
 

@@ -13,7 +13,7 @@ from .cache import replace_folder
 from .config import AdaptConfig, DemoConfig, DistillConfig, ExportConfig, PretrainConfig, ReportConfig, SampleConfig, TrainConfig, TranslateConfig
 from .errors import TenshotError
 from .runs import RUN_CONFIG, occupied, prepare_run, read_run_config, write_weights
-from .sampling import default_sample_batch, generate, load_for_sampling, translate_images, write_samples  # noqa: F401  (default_sample_batch: tenshot.api's since before sampling.py)
+from .sampling import default_sample_batch, generate, load_for_sampling, resolve_device, translate_images, write_samples  # noqa: F401  (default_sample_batch: tenshot.api's since before sampling.py)
 
 
 @dataclass
@@ -173,7 +173,7 @@ def _teacher_samples(config: DistillConfig, out: Path, size: int) -> np.ndarray:
     folder = out / TEACHER_FOLDER
     state = distributed_state()
     if state.is_main_process and not folder.is_dir():
-        teacher = load_for_sampling(config.model)
+        teacher = load_for_sampling(config.model, state.device)
         with torch.no_grad():
             images = generate(teacher, config.teacher_samples, steps=config.teacher_steps, seed=config.train.seed, progress=True)
         write_samples(images, folder)
@@ -237,7 +237,7 @@ def sample(config: SampleConfig, progress: bool = False) -> SampleResult:
     out = Path(config.out)
     if occupied(out):
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
-    method = load_for_sampling(config.model)
+    method = load_for_sampling(config.model, resolve_device(config.device))
     started = time.perf_counter()
     with torch.no_grad():
         images = generate(method, config.n, steps=config.steps, sampler=config.sampler, eta=config.eta, seed=config.seed, batch_size=config.batch_size, progress=progress)
@@ -311,7 +311,7 @@ def translate(config: TranslateConfig, progress: bool = False) -> TranslateResul
     out = Path(config.out)
     if occupied(out):
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
-    method = load_for_sampling(config.model)
+    method = load_for_sampling(config.model, resolve_device(config.device))
     config.check(method.model.size)
     files = domain_files(config.input, method.model.size, default_split="all")[: config.n]
     names = _output_names(config.input, files)

@@ -7,6 +7,7 @@ resolved one as ``config.yaml`` so a run can be rebuilt from it.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,7 +183,14 @@ class DistillConfig:
         return 0.5 ** (1.0 / max(1.0, self.ema_half_life * self.train.steps))
 
 
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")  # --device: sampling.resolve_device
 SAMPLERS = ("ddim", "ddpm", "dpm++")  # Method.sample's: DDIM (eta), ancestral DDPM, DPM-Solver++(2M)
+
+
+def check_device(spec: str) -> None:
+    """``--device``: auto, cpu, cuda or cuda:N (whether it is there is :func:`tenshot.sampling.resolve_device`'s)."""
+    if not DEVICE_PATTERN.match(spec):
+        raise TenshotError(f"device must be auto, cpu, cuda or cuda:N, got {spec!r}")
 
 
 @dataclass
@@ -197,8 +205,10 @@ class SampleConfig:
     eta: float = 0.0
     seed: int = 0
     batch_size: int | None = None  # None: sampling.default_sample_batch of the model's device
+    device: str = "auto"
 
     def validate(self) -> None:
+        check_device(self.device)
         if self.n < 1 or self.steps < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise TenshotError("n, steps and batch-size must be at least 1")
         if self.sampler not in SAMPLERS:
@@ -267,8 +277,10 @@ class TranslateConfig(TranslationSettings):
     n: int | None = None
     seed: int = 0
     batch_size: int = 64
+    device: str = "auto"
 
     def validate(self) -> None:
+        check_device(self.device)
         if self.n is not None and self.n < 1:
             raise TenshotError(f"n must be at least 1, got {self.n}")
         if self.batch_size < 1:
@@ -346,9 +358,11 @@ class EvaluateConfig:
     sampler: str = "ddim"
     seed: int = 0
     batch_size: int = 50
+    device: str = "auto"
     out: str | None = None
 
     def validate(self) -> None:
+        check_device(self.device)
         unknown = [name for name in self.features if name not in FEATURE_NETWORKS]
         if unknown or not self.features:
             raise TenshotError(f"features must be a comma list of {', '.join(FEATURE_NETWORKS)}, got {','.join(self.features)!r}")
@@ -381,8 +395,10 @@ class ReportConfig:
     n: int = 16
     steps: int = 25
     seed: int = 0
+    device: str = "auto"
 
     def validate(self) -> None:
+        check_device(self.device)
         if not 1 <= self.n <= 256:
             raise TenshotError(f"n must be between 1 and 256, got {self.n}")
         if self.steps < 1:

@@ -176,9 +176,9 @@ def report_samples(run: Path, run_config: dict, config: ReportConfig) -> tuple[n
     if (run / "model").is_dir():
         import torch
 
-        from .sampling import generate, load_for_sampling
+        from .sampling import generate, load_for_sampling, resolve_device
 
-        method = load_for_sampling(run)
+        method = load_for_sampling(run, resolve_device(config.device))
         with torch.no_grad():
             images = generate(method, config.n, steps=config.steps, seed=config.seed, batch_size=config.n)
         return images, f"{config.n} images drawn from the run ({config.steps} DDIM steps, seed {config.seed})"

@@ -16,6 +16,19 @@ if TYPE_CHECKING:
     from .methods import Method
 
 
+def resolve_device(spec: str = "auto") -> torch.device:
+    """The device ``--device`` names: ``auto`` (CUDA when torch sees it, else the CPU), ``cpu``, ``cuda`` or
+    ``cuda:N``; a CUDA device that is not there is one clear error, before any work."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise TenshotError(f"--device {spec}: torch sees {count} CUDA device(s) here; use --device cpu or auto")
+    return device
+
+
 def load_for_sampling(reference: str | Path, device: str | torch.device = "cpu") -> Method:
     """What ``sample`` and ``evaluate`` draw from: a run folder through its own method (its ``config.yaml``
     names the method and options, ``model/`` holds the averaged weights, ``method.safetensors`` the method's

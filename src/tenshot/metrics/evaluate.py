@@ -82,9 +82,9 @@ def load_samples(config: EvaluateConfig, progress: bool = False) -> tuple[np.nda
     from ..models.unet import resolve_model_folder
 
     resolve_model_folder(source)  # a bad reference fails here, before diffusers is imported
-    from ..sampling import generate, load_for_sampling
+    from ..sampling import generate, load_for_sampling, resolve_device
 
-    method = load_for_sampling(source)
+    method = load_for_sampling(source, resolve_device(config.device))
     size = method.model.size
     if config.size not in (None, size):
         raise TenshotError(f"{source}: the model makes {size} px images; drop --size {config.size} or set it to {size}")
@@ -125,10 +125,11 @@ def _cache_save(key: str, array: np.ndarray) -> None:
 class EL0Runner:
     """Batched EL0 passes: pooled features, LPIPS-style vectors, distances to the shots."""
 
-    def __init__(self, batch_size: int, progress: bool):
+    def __init__(self, batch_size: int, progress: bool, device: str | torch.device = "cpu"):
         from ..models.features import EfficientNetLite0
 
-        self.net = EfficientNetLite0()
+        self.device = torch.device(device)
+        self.net = EfficientNetLite0().to(self.device)
         self.batch_size = batch_size
         self.progress = progress
 
@@ -140,13 +141,13 @@ class EL0Runner:
         with tqdm(total=len(images), disable=not (self.progress and label), desc=f"el0 {label}", unit="img", dynamic_ncols=True) as bar:
             for start in range(0, len(images), self.batch_size):
                 batch = images[start : start + self.batch_size]
-                yield preprocess(batch)
+                yield preprocess(batch).to(self.device)
                 bar.update(len(batch))
 
     def vectors(self, images: np.ndarray, label: str = "") -> torch.Tensor:
         from .diversity import lpips_vectors
 
-        return torch.cat([lpips_vectors(self.net(x, stages=True)[1]) for x in self._batches(images, label)])
+        return torch.cat([lpips_vectors(self.net(x, stages=True)[1]).cpu() for x in self._batches(images, label)])
 
     def pooled_and_distances(self, images: np.ndarray, shots: torch.Tensor | None, label: str) -> tuple[np.ndarray, np.ndarray | None]:
         """Pooled 1280-d features, and with ``shots`` (vectors) the LPIPS-style distance of each image to each shot."""
@@ -155,9 +156,9 @@ class EL0Runner:
         pooled, distances = [], []
         for x in self._batches(images, label):
             features, stages = self.net(x, stages=shots is not None)
-            pooled.append(features.numpy())
+            pooled.append(features.cpu().numpy())
             if shots is not None:
-                distances.append(squared_distances(lpips_vectors(stages), shots))
+                distances.append(squared_distances(lpips_vectors(stages).cpu(), shots))
         return np.concatenate(pooled), (np.concatenate(distances) if shots is not None else None)
 
 
@@ -274,8 +275,10 @@ def evaluate(config: EvaluateConfig, progress: bool = False) -> EvaluateResult:
         **sample_settings,
     }
     if "el0" in config.features:
+        from ..sampling import resolve_device
+
         settings.update({"network": EL0_NAME, "resize": f"PIL bicubic {size} -> {INPUT_SIZE} px", "normalisation": "ImageNet mean/std"})
-        el0_metrics, el0_settings = _el0_metrics(EL0Runner(config.batch_size, progress), samples, reference, shots)
+        el0_metrics, el0_settings = _el0_metrics(EL0Runner(config.batch_size, progress, resolve_device(config.device)), samples, reference, shots)
         metrics.update(el0_metrics)
         settings.update(el0_settings)
     metrics["swd"] = swd(samples, reference, SWD_SEED)
