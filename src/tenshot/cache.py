@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +16,15 @@ from safetensors import SafetensorError
 from .errors import TenshotError
 
 
-def _write_failed(target: Path, error: Exception) -> TenshotError:
-    """A write the environment refused (full disk, no permission, read-only or failing device), as one line."""
-    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
-    return TenshotError(f"{target}: could not write ({reason}); nothing half-written was kept, what was there before is unchanged")
+@contextmanager
+def _refused_as_one_line(target: Path):
+    """A write the environment refuses (full disk, no permission, read-only or failing device) becomes one
+    :class:`TenshotError` line naming ``target``."""
+    try:
+        yield
+    except (OSError, SafetensorError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
+        raise TenshotError(f"{target}: could not write ({reason}); nothing half-written was kept, what was there before is unchanged") from None
 
 
 def cache_root() -> Path:
@@ -49,21 +55,17 @@ def _plain_mode(mode: int) -> int:
 def replace_file(path: Path, write: Callable[[Path], None]) -> None:
     """Write ``path`` through ``write(staging)``, a file of the same suffix in the same folder renamed over it; a
     write the environment refuses is one :class:`TenshotError` line."""
-    try:
+    with _refused_as_one_line(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(prefix=f".{path.name}-", suffix=path.suffix, dir=path.parent)
-    except OSError as error:
-        raise _write_failed(path, error) from None
-    os.close(handle)
-    staging = Path(name)
-    try:
-        staging.chmod(_plain_mode(0o666))
-        write(staging)
-        os.replace(staging, path)
-    except (OSError, SafetensorError) as error:
-        raise _write_failed(path, error) from None
-    finally:
-        staging.unlink(missing_ok=True)
+        os.close(handle)
+        staging = Path(name)
+        try:
+            staging.chmod(_plain_mode(0o666))
+            write(staging)
+            os.replace(staging, path)
+        finally:
+            staging.unlink(missing_ok=True)
 
 
 def replace_folder(target: Path, write: Callable[[Path], None], *, durable: bool = False, complete: str | None = None) -> None:
@@ -73,31 +75,27 @@ def replace_folder(target: Path, write: Callable[[Path], None], *, durable: bool
     the marker file ``write`` writes last: a ``target`` holding it, finished by another process meanwhile, is
     kept rather than replaced, as someone may be reading it. A write the environment refuses (full disk, no
     permission) is one :class:`TenshotError` line, and the previous ``target`` stays as it was."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    except OSError as error:
-        raise _write_failed(target, error) from None
 
     def finished() -> bool:
         return complete is not None and (target / complete).is_file()
 
-    try:
-        staging.chmod(_plain_mode(0o777))
-        write(staging)
-        if durable:
-            for file in staging.rglob("*"):
-                if file.is_file():
-                    with open(file, "rb") as handle:
-                        os.fsync(handle.fileno())
-        if target.exists() and not finished():
-            shutil.rmtree(target, ignore_errors=complete is not None)
+    with _refused_as_one_line(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
-            os.replace(staging, target)
-        except OSError:
-            if not finished():
-                raise
-    except (OSError, SafetensorError) as error:
-        raise _write_failed(target, error) from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            staging.chmod(_plain_mode(0o777))
+            write(staging)
+            if durable:
+                for file in staging.rglob("*"):
+                    if file.is_file():
+                        with open(file, "rb") as handle:
+                            os.fsync(handle.fileno())
+            if target.exists() and not finished():
+                shutil.rmtree(target, ignore_errors=complete is not None)
+            try:
+                os.replace(staging, target)
+            except OSError:
+                if not finished():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)

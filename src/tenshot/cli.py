@@ -80,6 +80,9 @@ def _echo_main(text: str) -> None:
         click.echo(text)
 
 
+DEVICE_OPTION = click.option("--device", default="auto", show_default=True, help="auto (CUDA when present, else the CPU), cpu, cuda or cuda:N.")
+
+
 def _out_of_memory(error: RuntimeError) -> bool:
     import torch
 
@@ -251,7 +254,7 @@ SAMPLE = SampleConfig()
 @click.option("--eta", type=float, default=SAMPLE.eta, show_default=True, help="DDIM eta (0: deterministic).")
 @click.option("--seed", type=int, default=SAMPLE.seed, show_default=True, help="Image k uses seed (seed, k) at any batch size.")
 @click.option("--batch-size", type=int, default=None, help="Images per sampling call (default: 16 on a CPU, 64 on an accelerator); image k's noise does not depend on it.")
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present, else the CPU), cpu, cuda or cuda:N.")
+@DEVICE_OPTION
 @click.option("--out", required=True, help="Folder for 000000.png, ...; the grid goes to OUT.png.")
 def sample(model, **values):
     """Draw images from MODEL (run folder, diffusers folder, asset name or hub id)."""
@@ -278,7 +281,7 @@ TRANSLATE = TranslateConfig()
 @click.option("--output", type=click.Choice(TRANSLATION_OUTPUTS), default=TRANSLATE.output, show_default=True, help="final x0, or the code's x0-prediction at t~359 (cosine).")
 @click.option("--seed", type=int, default=TRANSLATE.seed, show_default=True, help="Image k uses seed (seed, k) at any batch size.")
 @click.option("--batch-size", type=int, default=TRANSLATE.batch_size, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present, else the CPU), cpu, cuda or cuda:N.")
+@DEVICE_OPTION
 def translate(model, input_, **values):
     """Translate source-domain images with MODEL (a run; phasic: its content fusion and structure guidance; other
     methods: the same guided partial denoising with their UNet), keeping file names."""
@@ -360,7 +363,7 @@ EVALUATE = EvaluateConfig()
 @click.option("--sampler", type=click.Choice(SAMPLERS), default=EVALUATE.sampler, show_default=True, help="Sampler when SAMPLES is a model.")
 @click.option("--seed", type=int, default=EVALUATE.seed, show_default=True, help="Sampling seed when SAMPLES is a model.")
 @click.option("--batch-size", type=int, default=EVALUATE.batch_size, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present, else the CPU), cpu, cuda or cuda:N.")
+@DEVICE_OPTION
 @click.option("--out", required=True, help="metrics.json to write.")
 def evaluate(samples, features, **values):
     """Score SAMPLES (image folder, emoji:STYLE[:SPLIT], or a model to sample from) with FID/KID/precision/recall
@@ -386,7 +389,7 @@ REPORT = ReportConfig()
 @click.option("--n", type=int, default=REPORT.n, show_default=True, help="Samples shown beside their nearest shots.")
 @click.option("--steps", type=int, default=REPORT.steps, show_default=True, help="DDIM steps when the samples must be drawn.")
 @click.option("--seed", type=int, default=REPORT.seed, show_default=True, help="Seed when the samples must be drawn.")
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present, else the CPU), cpu, cuda or cuda:N.")
+@DEVICE_OPTION
 def report(run, metrics, **values):
     """Write RUN/report.html: config, loss curves, training grids, metrics, samples beside their nearest shots.
     One static file (images embedded) that opens offline; pretrain, adapt, distill and demo write it too."""

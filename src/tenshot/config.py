@@ -187,6 +187,11 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")  # --device: sampling.r
 SAMPLERS = ("ddim", "ddpm", "dpm++")  # Method.sample's: DDIM (eta), ancestral DDPM, DPM-Solver++(2M)
 
 
+def check_sampler(sampler: str) -> None:
+    if sampler not in SAMPLERS:
+        raise TenshotError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+
+
 def check_device(spec: str) -> None:
     """``--device``: auto, cpu, cuda or cuda:N (whether it is there is :func:`tenshot.sampling.resolve_device`'s)."""
     if not DEVICE_PATTERN.match(spec):
@@ -211,8 +216,7 @@ class SampleConfig:
         check_device(self.device)
         if self.n < 1 or self.steps < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise TenshotError("n, steps and batch-size must be at least 1")
-        if self.sampler not in SAMPLERS:
-            raise TenshotError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        check_sampler(self.sampler)
         if not 0.0 <= self.eta <= 1.0:
             raise TenshotError(f"eta must be in [0, 1], got {self.eta}")
 
@@ -376,8 +380,7 @@ class EvaluateConfig:
             raise TenshotError(f"size must be between 16 and 1024, got {self.size}")
         if self.steps < 1 or self.batch_size < 1:
             raise TenshotError("steps and batch-size must be at least 1")
-        if self.sampler not in SAMPLERS:
-            raise TenshotError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        check_sampler(self.sampler)
 
 
 @dataclass

@@ -236,7 +236,11 @@ def data_uri(image: np.ndarray | Image.Image) -> str:
     """A PNG ``data:`` URI of a uint8 ``(H, W, 3)`` array or a PIL image."""
     buffer = io.BytesIO()
     (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return _png_uri(buffer.getvalue())
+
+
+def _png_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _img(image: np.ndarray | Image.Image, alt: str, width: int, height: int) -> str:
@@ -325,9 +329,8 @@ def curve_figure(steps, values, title: str):
 def _figure_img(figure, alt: str) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=CURVE_DPI)
-    uri = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
     width, height = (round(inches * 100) for inches in CURVE_SIZE)
-    return f'<img src="{uri}" alt="{html.escape(alt)}" width="{width}" height="{height}">'
+    return f'<img src="{_png_uri(buffer.getvalue())}" alt="{html.escape(alt)}" width="{width}" height="{height}">'
 
 
 def _curves(series: dict, what: str) -> str:

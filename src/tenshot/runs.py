@@ -117,9 +117,8 @@ def write_weights(method, out: Path) -> None:
     the method's modules)."""
     from safetensors.torch import save_file
 
-    from .models.unet import DiffusionModel, save_model
-
     from .methods.gdd import ONE_STEP_KEY, is_one_step
+    from .models.unet import DiffusionModel, save_model
 
     unet = method.model.unet
     card = model_card(read_run_config(out) or {}, ONE_STEP_KEY if is_one_step(unet) else None)
