@@ -160,10 +160,11 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
     help="Adapt a source model to a few target images. Defaults fit about 5 minutes at 32 px on 2 CPU cores "
     "(crdi about 7). A method's own training defaults replace those shown below where the flag is not given: "
     + _method_defaults_help()
+    + " Any method with --option adapter=lora: lr 0.001."
 )
-@click.option("--source", default=ADAPT.source, show_default=True, help="Source model: run folder, diffusers folder, asset name or hub id.")
+@click.option("--source", default=ADAPT.source, show_default=True, help="Source model: run folder, LoRA adapter folder (RUN/adapter: its base with it merged in), diffusers folder, asset name or hub id.")
 @click.option("--target", default=ADAPT.target, show_default=True, help="Folder of target images or emoji:STYLE[:SPLIT] (default split shots).")
-@click.option("--method", type=click.Choice(["finetune", "domainstudio", "phasic", "crdi"]), default=ADAPT.method, show_default=True, help="Adaptation method.")
+@click.option("--method", type=click.Choice(["finetune", "lora", "domainstudio", "phasic", "crdi"]), default=ADAPT.method, show_default=True, help="Adaptation method.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A method option (repeatable), e.g. snr_gamma=0.")
 @click.option("--source-data", default=None, help="Source-domain images for methods that use them (phasic): folder or emoji:STYLE[:SPLIT] (default split all); default: the dataset the source model's card names, else 1,000 samples of the source model (cached).")
 @click.option("--stage", type=click.Choice(["both", "init", "adapt"]), default=None, help="phasic: init (stage 2 alone: fusion initialisation on source images, UNet frozen, cached per source model; no stage 3), adapt (stage 3 from the cached stage 2) or both (default).")
@@ -180,8 +181,8 @@ def adapt(**values):
     from . import api
 
     resume = values.pop("resume")
-    train = _train_config(adapt_train_defaults(values["method"]), values, _given_flags())
     options = _parse_options(values.pop("options"))
+    train = _train_config(adapt_train_defaults(values["method"], options), values, _given_flags())
     for flag in ("stage", "fusion_steps"):
         if values[flag] is not None:
             options[flag] = values[flag]
@@ -193,6 +194,10 @@ def adapt(**values):
             f"stopped on copies at step {result.stopped.step} ({result.stopped.share:.0%} of the previews); "
             f"the model is the EMA of step {result.stopped.kept_step}"
         )
+    adapter = result.run / "adapter"
+    if adapter.is_dir():
+        size = sum(file.stat().st_size for file in adapter.iterdir()) / 2**20
+        _echo_main(f"adapter: {adapter} ({size:.2f} MiB; --source {adapter} loads the source with it merged in)")
     _echo_main(f"model: {result.model}\nrun: {result.run} ({result.steps} steps, {result.seconds:.0f} s)\nreport: {result.report}")
 
 

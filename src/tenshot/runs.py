@@ -114,14 +114,22 @@ def model_card(run_config: dict, one_step_key: str | None = None) -> str:
 def write_weights(method, out: Path) -> None:
     """``out/model/`` (a diffusers pipeline folder with its model card) from ``method.model`` and
     ``out/method.safetensors`` from its extra tensors (a run's averaged weights, once the EMA has been copied into
-    the method's modules)."""
+    the method's modules). A UNet with a LoRA is saved merged, and its adapter alone as ``out/adapter/`` (peft's
+    layout, naming the run's source as its base)."""
     from safetensors.torch import save_file
 
     from .methods.gdd import ONE_STEP_KEY, is_one_step
+    from .models.lora import has_lora, merged, save_adapter
     from .models.unet import DiffusionModel, save_model
 
     unet = method.model.unet
-    card = model_card(read_run_config(out) or {}, ONE_STEP_KEY if is_one_step(unet) else None)
+    run_config = read_run_config(out) or {}
+    if has_lora(unet):
+        source = str(run_config.get("source", ""))
+        base = str(Path(source).resolve()) if source and Path(source).exists() else source
+        replace_folder(out / "adapter", lambda staging: save_adapter(unet, staging, base))
+        unet = merged(unet)
+    card = model_card(run_config, ONE_STEP_KEY if is_one_step(unet) else None)
     replace_folder(out / "model", lambda staging: save_model(DiffusionModel(unet, method.model.schedule), staging, card))
     extra = method.extra_tensors()
     if extra:

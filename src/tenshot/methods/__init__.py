@@ -10,13 +10,14 @@ from ..models.unet import DiffusionModel
 from .base import Batch, Method
 from .crdi import CRDI, CRDIOptions
 from .domainstudio import DomainStudio, DomainStudioOptions
-from .finetune import FineTune, FineTuneOptions
+from .finetune import FineTune, FineTuneOptions, LoRA, LoRAOptions
 from .gdd import GDD, GDDOptions, is_one_step
 from .phasic import Phasic, PhasicOptions
 
 # name -> (options dataclass, builder)
 METHODS: dict[str, tuple[type, Callable[[DiffusionModel, Any], Method]]] = {
     "finetune": (FineTuneOptions, FineTune),
+    "lora": (LoRAOptions, LoRA),
     "domainstudio": (DomainStudioOptions, DomainStudio),
     "phasic": (PhasicOptions, Phasic),
     "crdi": (CRDIOptions, CRDI),

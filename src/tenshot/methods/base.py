@@ -53,6 +53,17 @@ class Initialisation:
     alone: bool = False
 
 
+def make_trainable(unet: torch.nn.Module, adapter: str, rank: int) -> None:
+    """What of ``unet`` trains: every weight (``full``) or a LoRA of rank ``rank`` and scale 1 (alpha = rank) on
+    its attention and residual convolutions, the base frozen (``lora``; :mod:`tenshot.models.lora`)."""
+    if adapter == "lora":
+        from ..models.lora import add_lora
+
+        add_lora(unet, rank, alpha=rank)
+    else:
+        unet.requires_grad_(True)
+
+
 def restore_tensors(module: torch.nn.Module, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], prefix: str, what: str) -> None:
     """Load into ``module`` the ``tensors`` that a method's ``extra_tensors`` saved as ``expected`` (``module``'s
     state under ``prefix``); other names or shapes are one clear error saying the file is not ``what``."""

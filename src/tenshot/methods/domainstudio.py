@@ -68,8 +68,8 @@ import torch.nn.functional as F
 
 from ..errors import TenshotError
 from ..models.unet import DiffusionModel
-from .base import Batch, Method
-from .options import check_choices, check_numbers
+from .base import Batch, Method, make_trainable
+from .options import check_adapter, check_choices, check_numbers
 from .frequency import high_frequency
 from .losses import diffusion_loss
 
@@ -94,7 +94,8 @@ class DomainStudioOptions:
     checkpoints only; module docstring). ``kl_direction``: source-to-adapted = KL(p_sou || p_ada) (the code's)
     or adapted-to-source (the paper's). ``kl_reduction``: anchors (mean over anchors of each anchor's KL) or
     entries (sum over anchors / (B(B-1)), the code's ``KLDivLoss`` mean). ``snr_gamma``: min-SNR weight of
-    L_simple as in finetune (.inf: the papers' plain eps-MSE).
+    L_simple as in finetune (.inf: the papers' plain eps-MSE). ``adapter``, ``rank``: full (every weight trains)
+    or lora (a rank-``rank`` LoRA trains, the UNet frozen), as in finetune.
     """
 
     method: ClassVar[str] = "domainstudio"
@@ -108,8 +109,11 @@ class DomainStudioOptions:
     kl_reduction: str | None = None
     snr_gamma: float = 5.0
     clip_x0: bool | None = None
+    adapter: str = "full"
+    rank: int = 4
 
     def __post_init__(self):
+        check_adapter(self)
         check_choices(self, preset=tuple(PRESETS), kl_direction=(None, *KL_DIRECTIONS), kl_reduction=(None, *KL_REDUCTIONS))
         check_numbers(self, "pair_weight", "hf_pair_weight", "hf_mse_weight", optional=True)
         if self.paper_hf_mse and self.hf_mse_weight is not None and self.hf_mse_weight != PAPER_HF_MSE_WEIGHT:
@@ -179,7 +183,7 @@ class DomainStudio(Method):
         clip = self.options.clip_x0
         self.clip_x0 = model.schedule.prediction_type == "epsilon" if clip is None else bool(clip)
         self.source = copy.deepcopy(model.unet).requires_grad_(False).eval()
-        self.unet.requires_grad_(True)
+        make_trainable(self.unet, self.options.adapter, self.options.rank)
 
     def losses(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         settings = self.settings

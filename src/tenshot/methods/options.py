@@ -7,6 +7,8 @@ import math
 
 from ..errors import TenshotError
 
+ADAPTERS = ("full", "lora")  # what of the UNet trains: every weight, or a LoRA on it
+
 
 def _fail(options, name: str, needs: str) -> None:
     raise TenshotError(f"{options.method} {name} must be {needs}, got {getattr(options, name)!r}")
@@ -46,3 +48,9 @@ def check_flags(options, *names: str) -> None:
     for name in names:
         if not isinstance(getattr(options, name), bool):
             _fail(options, name, "true or false")
+
+
+def check_adapter(options) -> None:
+    """``adapter`` is full or lora and ``rank`` an integer >= 1 (:func:`tenshot.methods.base.make_trainable`)."""
+    check_choices(options, adapter=ADAPTERS)
+    check_integers(options, 1, "rank")

@@ -1,7 +1,7 @@
 """diffusers UNet2DModel presets, and loading/saving a model with its noise schedule.
 
-A *model reference* is any of: a run folder (``runs/NAME``, whose ``model/`` is used), a diffusers
-folder (``config.json`` + weights + ``scheduler_config.json``, or a pipeline folder with ``unet/`` and
+A *model reference* is any of: a run folder (``runs/NAME``, whose ``model/`` is used), a LoRA adapter folder
+(``runs/NAME/adapter``: its base model with the adapter merged in), a diffusers folder (``config.json`` + weights + ``scheduler_config.json``, or a pipeline folder with ``unet/`` and
 ``scheduler/``), a shipped asset name (``noto-32``) or a hub id (``google/ddpm-cifar10-32``, online only).
 tenshot writes pipeline folders (:func:`save_model`), which diffusers' ``DDPMPipeline`` loads as they are.
 """
@@ -165,9 +165,15 @@ def _download(repo_id: str) -> Path:
 
 
 def load_model(reference: str | Path, device: str | torch.device = "cpu") -> DiffusionModel:
-    """Load a UNet2DModel and its schedule from any model reference; weights from safetensors only."""
+    """Load a UNet2DModel and its schedule from any model reference; weights from safetensors only. A LoRA
+    adapter folder (:mod:`tenshot.models.lora`) is its base model with the adapter merged in."""
     from diffusers import UNet2DModel
 
+    from .lora import adapter_base, apply_adapter, is_adapter
+
+    if is_adapter(Path(reference)):
+        base = load_model(adapter_base(Path(reference)))
+        return DiffusionModel(unet=apply_adapter(base.unet, Path(reference)).to(device).eval(), schedule=base.schedule)
     folder = resolve_model_folder(reference)
     unet_folder, scheduler_file = _diffusers_layout(folder)
     if not (unet_folder / WEIGHTS_FILE).is_file():
