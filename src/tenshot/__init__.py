@@ -5,17 +5,17 @@ The commands are functions: :func:`pretrain`, :func:`adapt`, :func:`distill`, :f
 first use.
 """
 
-from .config import AdaptConfig, DistillConfig, ExportConfig, PretrainConfig, ReportConfig, SampleConfig, TrainConfig, TranslateConfig
+from .config import AdaptConfig, ConvertConfig, DistillConfig, ExportConfig, PretrainConfig, ReportConfig, SampleConfig, TrainConfig, TranslateConfig
 from .errors import TenshotError
 
 __all__ = [
-    "AdaptConfig", "DistillConfig", "ExportConfig", "PretrainConfig", "ReportConfig", "SampleConfig", "TenshotError",
-    "TrainConfig", "TranslateConfig", "adapt", "distill", "export", "pretrain", "report", "sample", "translate",
+    "AdaptConfig", "ConvertConfig", "DistillConfig", "ExportConfig", "PretrainConfig", "ReportConfig", "SampleConfig", "TenshotError",
+    "TrainConfig", "TranslateConfig", "adapt", "convert", "distill", "export", "pretrain", "report", "sample", "translate",
 ]
 
 
 def __getattr__(name):
-    if name in ("pretrain", "adapt", "distill", "export", "sample", "generate", "demo", "report", "translate"):
+    if name in ("pretrain", "adapt", "convert", "distill", "export", "sample", "generate", "demo", "report", "translate"):
         from . import api
 
         return getattr(api, name)

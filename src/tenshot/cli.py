@@ -215,6 +215,29 @@ def export(**values):
     _echo_main(f"run: {api.export(ExportConfig(**values))}")
 
 
+@main.command()
+@click.argument("checkpoint")
+@click.option("--out", required=True, help="Folder to write: a diffusers pipeline folder with a model card.")
+@click.option("--image-size", type=int, default=256, show_default=True, help="The size the model was trained at (the state dict does not say).")
+@click.option("--num-heads", type=int, default=4, show_default=True, help="Attention heads (guided-diffusion's flag), unless --num-head-channels.")
+@click.option("--num-head-channels", type=int, default=-1, show_default=True, help="Channels per attention head (guided-diffusion's 256 px models: 64); wins over --num-heads when > 0.")
+@click.option("--use-new-attention-order", is_flag=True, help="The qkv split before the heads (guided-diffusion's flag; default: the legacy order).")
+@click.option("--noise-schedule", type=click.Choice(["linear", "cosine"]), default="linear", show_default=True)
+@click.option("--diffusion-steps", type=int, default=1000, show_default=True)
+@click.option("--predict-xstart", is_flag=True, help="The model predicts x0 (guided-diffusion's flag; default: eps).")
+def convert(checkpoint, out, **settings):
+    """Convert a guided-diffusion / improved-diffusion (ADM) CHECKPOINT (.pt state dict, the checkpoints of
+    DDPM-PA / DomainStudio and CRDI) into a diffusers folder that every command takes. The channels, levels,
+    blocks, attention levels, scale-shift norm, residual up/down and learned sigma are read from the state dict;
+    give the flags of guided-diffusion for the rest. Loads with torch.load(weights_only=True)."""
+    from . import api
+    from .config import ConvertConfig
+    from .models.convert import ADMSettings
+
+    folder, summary = api.convert(ConvertConfig(source=checkpoint, out=out, settings=ADMSettings(**settings)))
+    click.echo(f"model: {folder}\n{summary}")
+
+
 DISTILL = DistillConfig()
 
 

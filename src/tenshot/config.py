@@ -428,3 +428,21 @@ class ExportConfig:
     def validate(self) -> None:
         if self.step < 1:
             raise TenshotError(f"step must be at least 1, got {self.step}")
+
+
+
+def _adm_settings():
+    from .models.convert import ADMSettings
+
+    return ADMSettings()
+
+
+@dataclass
+class ConvertConfig:
+    """``tenshot convert``: a guided-diffusion / improved-diffusion (ADM) ``.pt`` state dict as a diffusers folder
+    ``out`` that every command takes as a model; ``settings`` (a :class:`tenshot.models.convert.ADMSettings`)
+    holds what the state dict does not record."""
+
+    source: str = "model.pt"
+    out: str = "runs/converted"
+    settings: Any = field(default_factory=_adm_settings)

@@ -132,6 +132,8 @@ def resolve_model_folder(reference: str | Path) -> Path:
     asset = assets_root() / str(reference)
     if "/" not in str(reference) and _diffusers_layout(asset):
         return asset
+    if path.is_file() and path.suffix in (".pt", ".pth"):
+        raise TenshotError(f"{path}: a torch checkpoint; convert it once with `tenshot convert {path} --out DIR` (its attention heads and schedule are not in the file), then use DIR")
     if path.exists():
         raise TenshotError(f"{path}: not a model folder")
     if str(reference).count("/") == 1 and not str(reference).startswith((".", "/")):
