@@ -320,3 +320,15 @@ def test_one_process_trains_runs_at_different_precisions(image_folder, tmp_path)
         trainer = Trainer(FineTune(new_model("tiny", 16)), images, config, tmp_path / str(index))
         assert trainer.accelerator.mixed_precision == precision
         assert trainer.train().steps == 1
+
+
+def test_report_to_tensorboard_logs_through_accelerate_and_resume_may_change_it(image_folder, tmp_path):
+    from tensorboardX.event_file_writer import EventFileWriter  # noqa: F401  (the tracker's backend is installed)
+
+    run = tmp_path / "run"
+    api.pretrain(pretrain_config(image_folder, run, 4, report_to="tensorboard"))
+    events = b"".join(path.read_bytes() for path in (run / "tensorboard").rglob("events.out.tfevents.*"))
+    assert b"total" in events  # the logged loss, by its log.jsonl name
+    api.pretrain(pretrain_config(image_folder, run, 6), resume=True)  # the tracker is not a setting of the run
+    with pytest.raises(TenshotError, match="report-to must be one of"):
+        pretrain_config(image_folder, run, 4, report_to="wandb").train.validate()

@@ -34,6 +34,7 @@ def _training_options(defaults: TrainConfig):
             click.option("--keep-checkpoints", type=int, default=defaults.keep_checkpoints, show_default=True, help="Checkpoints kept."),
             click.option("--preview-every", type=int, default=defaults.preview_every, show_default=True, help="Steps between fixed-noise sample grids."),
             click.option("--preview-count", type=int, default=defaults.preview_count, show_default=True, help="Images per preview grid (0: no previews)."),
+            click.option("--report-to", type=click.Choice(["none", "tensorboard"]), default=defaults.report_to, show_default=True, help="Also log losses and scores to an experiment tracker through Accelerate (RUN/tensorboard/); log.jsonl is always written."),
             click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
         ]
         for option in reversed(options):

@@ -17,6 +17,7 @@ import yaml
 from .errors import TenshotError
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+REPORT_TO = ("none", "tensorboard")  # experiment trackers, through Accelerate
 
 
 @dataclass
@@ -40,6 +41,7 @@ class TrainConfig:
     preview_count: int = 16
     preview_steps: int = 25
     log_every: int = 10
+    report_to: str = "none"
 
     def validate(self) -> None:
         positive = ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "preview_every", "log_every", "preview_steps")
@@ -56,6 +58,16 @@ class TrainConfig:
             raise TenshotError(f"mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}")
         if self.batch_size % self.grad_accum:
             raise TenshotError(f"batch-size {self.batch_size} is not divisible by grad-accum {self.grad_accum}")
+        if self.report_to not in REPORT_TO:
+            raise TenshotError(f"report-to must be one of {', '.join(REPORT_TO)}, got {self.report_to!r}")
+        if self.report_to == "tensorboard" and not _tensorboard_available():
+            raise TenshotError("--report-to tensorboard needs tensorboardX or tensorboard: pip install 'tenshot[tensorboard]'")
+
+
+def _tensorboard_available() -> bool:
+    import importlib.util
+
+    return any(importlib.util.find_spec(name) is not None for name in ("tensorboardX", "tensorboard"))
 
 
 @dataclass

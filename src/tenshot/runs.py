@@ -42,7 +42,7 @@ def read_run_config(run: str | Path, required: bool = False) -> dict | None:
 
 def prepare_run(out: Path, config, resume: bool) -> None:
     """A new run needs an absent or empty folder; a resumed one the same config, but for ``train.steps`` (which
-    may grow) and ``out`` (the folder may have moved).
+    may grow), ``train.report_to`` (logging only) and ``out`` (the folder may have moved).
 
     Under ``torchrun``/``accelerate launch`` every process runs this: all of them check before any writes
     (otherwise the first to write ``config.yaml`` makes the others see a non-empty folder), then only the
@@ -57,8 +57,9 @@ def prepare_run(out: Path, config, resume: bool) -> None:
             raise TenshotError(f"{out}: nothing to resume (no {RUN_CONFIG})")
         previous = to_dict(load_yaml(type(config), saved))
         current = to_dict(config)
-        for values in (previous, current):  # what may differ: a longer run, and a folder moved or copied elsewhere
+        for values in (previous, current):  # what may differ: a longer run, a folder moved elsewhere, the tracker
             values["train"].pop("steps")
+            values["train"].pop("report_to", None)
             values.pop("out")
         if previous != current:
             changed = sorted(k for k in current if current[k] != previous.get(k))

@@ -224,12 +224,18 @@ class Trainer:
         # a phase of a method with several parameter groups leaves the other groups' parameters without
         # gradients (a GAN's generator in the discriminator's phase): DDP must look for unused parameters
         unused = method.some_parameters_unused or len(method.parameter_groups()) > 1
+        tracking = config.report_to != "none"
         self.accelerator = Accelerator(
             mixed_precision=precision,
             gradient_accumulation_steps=config.grad_accum,
             cpu=cpu_only(),
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)],
+            log_with=config.report_to if tracking else None,
+            project_dir=str(self.run) if tracking else None,
         )
+        if tracking:  # logs go to RUN/tensorboard/RUN-NAME, hyperparameters from the training config
+            hyperparameters = {key: value for key, value in vars(config).items() if isinstance(value, (int, float, str, bool))}
+            self.accelerator.init_trackers("tensorboard", config=hyperparameters)
         world = self.accelerator.num_processes
         micro = config.batch_size // config.grad_accum
         if micro % world:
@@ -443,6 +449,8 @@ class Trainer:
                         record = {"step": step, "lr": lr, "seconds": round(time.perf_counter() - self.started, 3), **sums, **scores}
                         with open(log_path, "a") as log:
                             log.write(json.dumps(record) + "\n")
+                        if config.report_to != "none":
+                            self.accelerator.log({key: value for key, value in record.items() if key != "step"}, step=step)
                 path = None
                 if step % config.checkpoint_every == 0 or step == config.steps:
                     path = self._checkpoint(step)
@@ -453,9 +461,11 @@ class Trainer:
                 # a signal during the last step lets the run finish and export
                 if self.accelerator.check_trigger() and step < config.steps:
                     bar.close()
+                    self.accelerator.end_training()
                     raise Interrupted(step, path or self._checkpoint(step))
                 if stopped is not None:
                     self.ema.load_state_dict(self.kept[1])
                     break
         bar.close()
+        self.accelerator.end_training()
         return TrainResult(steps=step, seconds=time.perf_counter() - self.started, final_losses=losses, ema=self.ema, stopped=stopped)
