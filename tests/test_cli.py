@@ -85,6 +85,13 @@ def bad_inputs(root: Path, image_folder: Path, run: Path) -> dict[str, tuple[lis
     a_file = root / "a-file.txt"
     a_file.write_text("in the way")
     pretrain = ["pretrain", "--size", "16", "--preset", "tiny", "--mixed-precision", "no"]
+    (root / "bad.json").write_text("{bad")
+    (root / "list.json").write_text("[1, 2]")
+    (root / "notes.pt").write_text("not a checkpoint")
+    baseless = root / "baseless-adapter"
+    baseless.mkdir()
+    (baseless / "adapter_config.json").write_text("{}")
+    adapt = ["adapt", "--source", str(run), "--target", str(image_folder), "--steps", "2", "--mixed-precision", "no"]
     return {
         "missing data": ([*pretrain, "--data", str(root / "nope"), "--out", str(root / "o1")], f"{root / 'nope'}: no such folder", root / "o1"),
         "empty data": ([*pretrain, "--data", str(empty), "--out", str(root / "o2")], f"{empty}: the folder holds no images", root / "o2"),
@@ -110,17 +117,41 @@ def bad_inputs(root: Path, image_folder: Path, run: Path) -> dict[str, tuple[lis
         "sample unknown device": (["sample", str(run), "--n", "2", "--device", "gpu", "--out", str(root / "d2")], "device must be auto, cpu, cuda or cuda:N", root / "d2"),
         "evaluate absent cuda": (["evaluate", str(run), "--reference", str(image_folder), "--n", "4", "--device", "cuda", "--out", str(root / "d3.json")],
                                  "--device cuda: torch sees", root / "d3.json"),
+        "unknown command": (["nope"], "No such command 'nope'", None),
+        "adapt unknown method": ([*adapt, "--method", "nope", "--out", str(root / "a3")], "Invalid value for '--method'", root / "a3"),
+        "sample unknown sampler": (["sample", str(run), "--sampler", "euler", "--out", str(root / "s6")], "sample --help)", root / "s6"),
+        "adapt lora rank 0": ([*adapt, "--method", "lora", "--option", "rank=0", "--out", str(root / "a4")], "lora rank must be an integer >= 1", root / "a4"),
+        "adapt stop-on-copies 1.5": ([*adapt, "--stop-on-copies", "1.5", "--out", str(root / "a5")], "stop-on-copies is a share", root / "a5"),
+        "adapt resume nothing": ([*adapt, "--resume", "--out", str(root / "a6")], "nothing to resume", root / "a6"),
+        "adapt from an adapter without base": (["adapt", "--source", str(baseless), "--target", str(image_folder), "--out", str(root / "a7")],
+                                               "names no base model", root / "a7"),
+        "export missing step": (["export", str(run), "--step", "999", "--out", str(root / "e1")], "no checkpoint of step 999", root / "e1"),
+        "translate missing input": (["translate", str(run), "--input", str(root / "nowhere"), "--out", str(root / "t1")], "no such folder", root / "t1"),
+        "translate start 5000": (["translate", str(run), "--input", str(image_folder), "--start", "5000", "--out", str(root / "t2")],
+                                 "start must be between 1 and 999", root / "t2"),
+        "report bad metrics json": (["report", str(run), "--metrics", str(root / "bad.json")], "not a metrics.json", None),
+        "report metrics not an object": (["report", str(run), "--metrics", str(root / "list.json")], "expected a JSON object", None),
+        "report not a run": (["report", str(root / "pictures")], "not a run folder", None),
+        "distill shots of a pretrain run": (["distill", str(run), "--data", "shots", "--out", str(root / "g1")], "is not an adapt run", root / "g1"),
+        "evaluate n 2": (["evaluate", str(run), "--reference", str(image_folder), "--n", "2", "--out", str(root / "v1.json")], "n must be at least 4", root / "v1.json"),
+        "evaluate no such model": (["evaluate", str(root / "nowhere"), "--reference", str(image_folder), "--out", str(root / "v2.json")], "no such model", root / "v2.json"),
+        "convert not a checkpoint": (["convert", str(root / "notes.pt"), "--out", str(root / "c1")], "not a readable torch checkpoint", root / "c1"),
+        "sample a torch checkpoint": (["sample", str(root / "notes.pt"), "--n", "2", "--out", str(root / "s7")], "tenshot convert", root / "s7"),
     }
 
 
 # A few run as real processes (interpreter start-up, logging set up by the libraries, the real exit
 # status); all of them run in-process through click's test runner, which is much cheaper.
-SUBPROCESS_CASES = ["missing data", "truncated png", "sample not a model", "steps 0"]
+SUBPROCESS_CASES = ["missing data", "truncated png", "sample not a model", "steps 0", "adapt unknown method", "unknown command"]
 BAD_CASES = [
     "missing data", "empty data", "text file", "truncated png", "image too small", "steps 0", "negative lr",
     "unknown emoji style", "sample not a model", "sample no such model", "sample wrong shape", "sample corrupt weights",
     "sample steps 0", "adapt out not empty", "adapt unknown option", "render bad split", "sample out is a file",
-    "pretrain out is a file", "sample absent cuda", "sample unknown device", "evaluate absent cuda",
+    "pretrain out is a file", "sample absent cuda", "sample unknown device", "evaluate absent cuda", "unknown command",
+    "adapt unknown method", "sample unknown sampler", "adapt lora rank 0", "adapt stop-on-copies 1.5", "adapt resume nothing",
+    "adapt from an adapter without base", "export missing step", "translate missing input", "translate start 5000",
+    "report bad metrics json", "report metrics not an object", "report not a run", "distill shots of a pretrain run",
+    "evaluate n 2", "evaluate no such model", "convert not a checkpoint", "sample a torch checkpoint",
 ]
 
 

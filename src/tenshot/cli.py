@@ -91,12 +91,16 @@ def _out_of_memory(error: RuntimeError) -> bool:
 
 
 class TenshotGroup(click.Group):
-    """Turns :class:`TenshotError` and an out-of-memory (with the advice of a smaller batch) into one line on
+    """Turns a usage error, :class:`TenshotError` and an out-of-memory (with the advice of a smaller batch) into one line on
     stderr and exit status 2, and an interruption outside the training loop (Ctrl-C while sampling, drawing teacher images, evaluating) into one line and status 130."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.UsageError as error:  # a bad flag, value or command: one line, not click's usage block
+            where = (error.ctx or ctx).command_path
+            click.echo(f"error: {error.format_message()} (see {where} --help)", err=True)
+            sys.exit(error.exit_code)
         except TenshotError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(error.exit_code)
