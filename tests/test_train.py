@@ -332,3 +332,15 @@ def test_report_to_tensorboard_logs_through_accelerate_and_resume_may_change_it(
     api.pretrain(pretrain_config(image_folder, run, 6), resume=True)  # the tracker is not a setting of the run
     with pytest.raises(TenshotError, match="report-to must be one of"):
         pretrain_config(image_folder, run, 4, report_to="wandb").train.validate()
+
+
+def test_resuming_a_run_that_finished_its_steps_exports_the_same_weights(image_folder, tmp_path):
+    # a kill after the last checkpoint (while exporting or writing the report) leaves a run whose loop is done
+    run = tmp_path / "run"
+    api.pretrain(pretrain_config(image_folder, run, 4))
+    before = load_file(str(run / WEIGHTS))
+    shutil.rmtree(run / "model")
+    result = api.pretrain(pretrain_config(image_folder, run, 4), resume=True)
+    assert result.steps == 4
+    after = load_file(str(run / WEIGHTS))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)

@@ -429,6 +429,7 @@ class Trainer:
         bar = tqdm(total=config.steps, initial=self.start_step, disable=not self.is_main, desc=f"{self.method.name}", unit="step", dynamic_ncols=True)
         self.wrapped.train()
         step = self.start_step
+        stopped = None  # a resumed run that had finished its steps (killed while exporting) goes straight to the export
         with _StopFlag() as stop:
             while step < config.steps:
                 lr = learning_rate(step, config)
