@@ -344,3 +344,24 @@ def test_resuming_a_run_that_finished_its_steps_exports_the_same_weights(image_f
     assert result.steps == 4
     after = load_file(str(run / WEIGHTS))
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_domain_read_from_disk_batch_by_batch_trains_to_the_same_weights(image_folder, tmp_path, monkeypatch):
+    from tenshot.data.domains import load_domain
+    from tenshot.data.images import ImageFiles
+
+    in_memory = tmp_path / "in-memory"
+    api.pretrain(pretrain_config(image_folder, in_memory, 4))
+    monkeypatch.setattr(api, "STREAM_ABOVE_BYTES", 0)
+    assert isinstance(load_domain(image_folder, 16, stream_above=0), ImageFiles)
+    streamed = tmp_path / "streamed"
+    api.pretrain(pretrain_config(image_folder, streamed, 4))
+    assert_same_run(in_memory, streamed, 4)
+    small = tmp_path / "with-a-small-image"
+    shutil.copytree(image_folder, small)
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(small / "zz-small.png")
+    with pytest.raises(TenshotError, match="zz-small.png: image is 8x8, smaller than the model size 16"):
+        api.pretrain(pretrain_config(small, tmp_path / "never", 4))
+    assert not (tmp_path / "never").exists()

@@ -16,6 +16,10 @@ from .runs import RUN_CONFIG, occupied, prepare_run, read_run_config, write_weig
 from .sampling import default_sample_batch, generate, load_for_sampling, resolve_device, translate_images, write_samples  # noqa: F401  (default_sample_batch: tenshot.api's since before sampling.py)
 
 
+# pretrain reads a domain whose decoded images would take more than this from disk, batch by batch
+STREAM_ABOVE_BYTES = 256 * 2**20
+
+
 @dataclass
 class RunResult:
     """Where a training command wrote its results, and what it measured."""
@@ -127,7 +131,7 @@ def pretrain(config: PretrainConfig, resume: bool = False) -> RunResult:
 
     config.validate()
     out = Path(config.out)
-    images = load_domain(config.data, config.size, default_split="all", minimum=1)
+    images = load_domain(config.data, config.size, default_split="all", minimum=1, stream_above=STREAM_ABOVE_BYTES)
     torch.manual_seed(config.train.seed)
     model = new_model(config.preset, config.size, config.prediction_type)
     prepare_run(out, config, resume)

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import TenshotError
 from . import emoji
-from .images import list_images, load_images
+from .images import ImageFiles, check_image_headers, list_images, load_images
 
 EMOJI_PREFIX = "emoji:"
 
@@ -38,9 +38,14 @@ def domain_files(argument: str | Path, size: int, default_split: str = "all") ->
     return list_images(argument)
 
 
-def load_domain(argument: str | Path, size: int, default_split: str = "all", minimum: int = 1) -> np.ndarray:
-    """All images of a domain as uint8 ``(N, size, size, 3)``, validated; at least ``minimum`` of them."""
+def load_domain(argument: str | Path, size: int, default_split: str = "all", minimum: int = 1, stream_above: int | None = None) -> np.ndarray | ImageFiles:
+    """All images of a domain as uint8 ``(N, size, size, 3)``, validated; at least ``minimum`` of them. With
+    ``stream_above`` (bytes), a domain whose decoded images would take more is :class:`ImageFiles` instead, read
+    from disk batch by batch, its headers checked now."""
     files = domain_files(argument, size, default_split)
     if len(files) < minimum:
         raise TenshotError(f"{argument}: {len(files)} images, at least {minimum} needed")
+    if stream_above is not None and len(files) * size * size * 3 > stream_above:
+        check_image_headers(files, size)
+        return ImageFiles(files, size)
     return load_images(files, size)

@@ -96,6 +96,35 @@ def load_images(paths: list[Path], size: int) -> np.ndarray:
     return np.stack([load_image(path, size) for path in paths])
 
 
+class ImageFiles:
+    """A domain too large to hold decoded: its files, read and cropped when indexed. ``files[indices]`` is the
+    uint8 array ``(len(indices), size, size, 3)`` that ``load_images`` would give for those files, so a training
+    stream over it is the same as over the loaded array, with memory bounded by the batch."""
+
+    def __init__(self, paths: list[Path], size: int):
+        self.paths, self.size = list(paths), size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, indices) -> np.ndarray:
+        return np.stack([load_image(self.paths[i], self.size) for i in indices])
+
+
+def check_image_headers(paths: list[Path], size: int) -> None:
+    """Each file opens as an image at least ``size`` on both sides, from its header alone (no decoding): the
+    check before training on :class:`ImageFiles`. A file damaged past its header fails when first read, as one
+    line, with the last checkpoint kept."""
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            raise TenshotError(f"{path}: not a readable image ({error})") from None
+        if min(width, height) < size:
+            raise TenshotError(f"{path}: image is {width}x{height}, smaller than the model size {size}")
+
+
 def save_png(array: np.ndarray, path: str | Path) -> None:
     """Write a uint8 ``(H, W, 3)`` array as PNG."""
     Image.fromarray(array).save(path, format="PNG")

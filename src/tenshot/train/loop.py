@@ -144,10 +144,12 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 
 
 class BatchStream:
-    """Position ``p`` of the infinite data stream is image ``perm_{p // N}[p % N]``, ``perm_e`` seeded by (seed, e)."""
+    """Position ``p`` of the infinite data stream is image ``perm_{p // N}[p % N]``, ``perm_e`` seeded by (seed, e).
+    ``images`` is a uint8 array or :class:`tenshot.data.images.ImageFiles` (read from disk as indexed); either way
+    only the batch taken is converted to floats."""
 
-    def __init__(self, images: np.ndarray, seed: int):
-        self.images = to_tensor(images)
+    def __init__(self, images, seed: int):
+        self.images = images
         self.seed = seed
         self._perms: dict[int, torch.Tensor] = {}
 
@@ -160,7 +162,7 @@ class BatchStream:
     def take(self, start: int, count: int) -> torch.Tensor:
         count_images = len(self.images)
         indices = [int(self._perm(p // count_images)[p % count_images]) for p in range(start, start + count)]
-        return self.images[indices]
+        return to_tensor(self.images[indices])
 
 
 def _truncate_log(path: Path, step: int) -> None:
