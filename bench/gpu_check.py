@@ -31,7 +31,7 @@ RESULTS = REPO / "bench" / "results"
 def commands(work: Path, device: str, share: float) -> list[tuple[str, callable]]:
     """(name, call) of each command, in order; later ones read what earlier ones wrote."""
     from tenshot import api
-    from tenshot.config import AdaptConfig, DistillConfig, EvaluateConfig, SampleConfig, TrainConfig, TranslateConfig, adapt_train_defaults
+    from tenshot.config import AdaptConfig, DistillConfig, EvaluateConfig, SampleConfig, TranslateConfig, adapt_train_defaults
     from tenshot.metrics.evaluate import evaluate
 
     def part(n: int) -> int:
