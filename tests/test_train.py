@@ -323,7 +323,6 @@ def test_one_process_trains_runs_at_different_precisions(image_folder, tmp_path)
 
 
 def test_report_to_tensorboard_logs_through_accelerate_and_resume_may_change_it(image_folder, tmp_path):
-
     run = tmp_path / "run"
     api.pretrain(pretrain_config(image_folder, run, 4, report_to="tensorboard"))
     events = b"".join(path.read_bytes() for path in (run / "tensorboard").rglob("events.out.tfevents.*"))
