@@ -34,7 +34,7 @@ from ..diffusion.samplers import derive_seed, randn, sample_generators
 from ..errors import Interrupted, TenshotError
 from ..methods.base import Batch, Method, ParameterGroup
 from ..models.ema import EMA
-from .checkpoint import load_newest_readable, save_checkpoint
+from .checkpoint import list_checkpoints, load_newest_readable, save_checkpoint
 
 
 COPY_STOP_KEY = "stopped-on-copies"  # the log record of the step that stop_on_copies ended a run at
@@ -292,6 +292,10 @@ class Trainer:
                 f"{self.run}: stopped on copies at step {stopped['step']} and exported the EMA of step "
                 f"{stopped[COPY_STOP_KEY]['kept-step']}; start a new run to train further"
             )
+        if not list_checkpoints(self.run / "checkpoints"):  # stopped before its first checkpoint: start again at step 0
+            if self.is_main:
+                _truncate_log(self.run / "log.jsonl", 0)
+            return
         step, path, state = load_newest_readable(self.run / "checkpoints")
         trainable = self._trainable_state()
         if set(state["trainable"]) != set(trainable):
