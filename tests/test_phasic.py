@@ -3,6 +3,7 @@ translation, source images, the cached fusion initialisation and the CLI end to 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -14,7 +15,7 @@ from safetensors.torch import load_file
 
 from conftest import uniform_images, write_images
 from tenshot.cli import main
-from tenshot.diffusion.samplers import ddim_sample, partial_noise, sample_generators
+from tenshot.diffusion.samplers import ddim_sample, dpm_solver_sample, partial_noise, sample_generators
 from tenshot.diffusion.schedule import NoiseSchedule, cosine_schedule, default_scheduler_config
 from tenshot.errors import TenshotError
 from tenshot.methods import build_method, method_options
@@ -272,6 +273,15 @@ def test_translation_times_and_guidance_off_is_partial_denoising():
     assert (guided - translated).abs().max() > 1e-4
     with pytest.raises(TenshotError, match="filter-factor"):
         TranslationSettings(filter_factor=3).check(SIZE)
+    # DPM-Solver++(2M): without guidance the partial denoising of the same start, whatever eta
+    dpm_off = structure_guided_translation(model.denoiser(), images, dataclasses.replace(off, sampler="dpm++"), sample_generators(0, range(3)))
+    generators = sample_generators(0, range(3))
+    torch.testing.assert_close(dpm_off, dpm_solver_sample(model.denoiser(), partial_noise(linear, images, grid[0], generators), grid))
+    assert (dpm_off - translated).abs().max() > 1e-4
+    dpm_guided = structure_guided_translation(model.denoiser(), images, TranslationSettings(start=600, steps=5, sampler="dpm++"), sample_generators(0, range(3)))
+    assert (dpm_guided - dpm_off).abs().max() > 1e-4
+    with pytest.raises(TenshotError, match="translate's sampler must be one of ddim, dpm"):
+        TranslationSettings(sampler="ddpm").check(SIZE)
 
 
 def test_translation_is_per_image_whatever_the_batch():

@@ -205,6 +205,7 @@ class DistillConfig:
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")  # --device: sampling.resolve_device
 SAMPLERS = ("ddim", "ddpm", "dpm++")  # Method.sample's: DDIM (eta), ancestral DDPM, DPM-Solver++(2M)
+TRANSLATION_SAMPLERS = ("ddim", "dpm++")  # translate's: DDIM with its eta, or DPM-Solver++(2M) (deterministic)
 
 
 def check_sampler(sampler: str) -> None:
@@ -268,6 +269,7 @@ class TranslationSettings:
     filter_factor: int | None = None
     style_repeats: int = 0
     output: str = "final"
+    sampler: str = "ddim"
 
     def check(self, size: int) -> int:
         """Raise :class:`TenshotError` on a bad setting; return the filter factor for ``size`` px images."""
@@ -283,6 +285,8 @@ class TranslationSettings:
             raise TenshotError(f"style-repeats must not be negative, got {self.style_repeats}")
         if self.output not in TRANSLATION_OUTPUTS:
             raise TenshotError(f"output must be one of {', '.join(TRANSLATION_OUTPUTS)}, got {self.output!r}")
+        if self.sampler not in TRANSLATION_SAMPLERS:
+            raise TenshotError(f"translate's sampler must be one of {', '.join(TRANSLATION_SAMPLERS)}, got {self.sampler!r}")
         factor = default_filter_factor(size) if self.filter_factor is None else self.filter_factor
         if factor < 1 or size % factor:
             raise TenshotError(f"filter-factor must be a positive divisor of the image size {size}, got {factor}")

@@ -16,6 +16,8 @@ equal noise level (METHODS.md rule 2; on a linear schedule 600 -> 324, 400 -> 20
 code's ``generate.py``: start 600, 25 steps, eta 1, guidance while t > 400, no style enhancement, N = 8 at
 256 px. N scales with resolution (:func:`tenshot.config.default_filter_factor`). ``output="final"`` returns the final x_0; the
 code saves instead the x0-prediction at its tenth step (t ~ 359), which is ``output="intermediate"``.
+``sampler="dpm++"`` denoises with DPM-Solver++(2M) instead (deterministic: ``eta`` then only drives the
+references' steps), the structure guidance applied to its latents the same way.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 
 from ..config import TranslationSettings
-from ..diffusion.samplers import ddim_sample, ddim_step, partial_noise
+from ..diffusion.samplers import ddim_sample, ddim_step, dpm_solver_sample, partial_noise
 from ..diffusion.schedule import NoiseSchedule, cosine_schedule
 from .frequency import low_pass
 
@@ -79,5 +81,8 @@ def structure_guided_translation(denoiser, images: torch.Tensor, settings: Trans
         return guided_latent(x_next, reference, factor)
 
     start = partial_noise(schedule, images, times[0], generators)
-    final = ddim_sample(denoiser, start, times, eta=settings.eta, callback=guide, generator=generators)
+    if settings.sampler == "dpm++":
+        final = dpm_solver_sample(denoiser, start, times, callback=guide)
+    else:
+        final = ddim_sample(denoiser, start, times, eta=settings.eta, callback=guide, generator=generators)
     return kept["x0"] if settings.output == "intermediate" else final
