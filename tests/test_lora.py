@@ -111,7 +111,13 @@ def test_a_lora_run_saves_its_adapter_and_loads_as_base_plus_adapter(source, tmp
     exported = api.export(ExportConfig(run=str(run), step=4, out=str(tmp_path / "at-4")))
     assert (exported / "model" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == (run / "model" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
     assert (exported / "adapter" / "adapter_model.safetensors").is_file()
-    # sampling a LoRA run, and adapting further from base + adapter
+    # sampling folds the run's zero adapters away: the same images, at the plain UNet's cost
+    from tenshot.sampling import generate, load_for_sampling
+
+    folded, kept = load_for_sampling(run), load_for_sampling(run, keep_adapters=True)
+    assert not has_lora(folded.unet) and has_lora(kept.unet)
+    assert (generate(folded, 2, steps=2) == generate(kept, 2, steps=2)).all()
+    # sampling a LoRA run through the command
     result = CliRunner().invoke(main, ["sample", str(run), "--n", "2", "--steps", "2", "--out", str(tmp_path / "samples")])
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "samples").glob("*.png"))) >= 2

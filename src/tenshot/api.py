@@ -70,7 +70,7 @@ def export(config: ExportConfig) -> Path:
         raise TenshotError(f"{run}: no checkpoint of step {config.step} (checkpoints: {', '.join(map(str, sorted(steps))) or 'none'})")
     if occupied(out):
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
-    method = load_for_sampling(run)
+    method = load_for_sampling(run, keep_adapters=True)
     state = load_checkpoint(steps[config.step])
     tensors = dict(method.named_parameters()) | dict(method.named_buffers())  # a checkpoint's trainable state holds both
     with torch.no_grad():

@@ -29,14 +29,17 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return device
 
 
-def load_for_sampling(reference: str | Path, device: str | torch.device = "cpu") -> Method:
+def load_for_sampling(reference: str | Path, device: str | torch.device = "cpu", keep_adapters: bool = False) -> Method:
     """What ``sample`` and ``evaluate`` draw from: a run folder through its own method (its ``config.yaml``
     names the method and options, ``model/`` holds the averaged weights, ``method.safetensors`` the method's
     tensors); any other model reference through plain fine-tuning's sampler (DDIM or DDPM of the UNet), or
-    through GDD's one evaluation when its config marks it a one-step generator (a distilled ``model/``)."""
+    through GDD's one evaluation when its config marks it a one-step generator (a distilled ``model/``).
+    A LoRA run's method adds zero adapters to its merged ``model/``; they are folded away (a quarter of the
+    sampling time) unless ``keep_adapters``, for loading a checkpoint's adapter into them (``export``)."""
     from safetensors.torch import load_file
 
     from .methods import build_method, is_one_step
+    from .models.lora import has_lora, merge_in_place
     from .models.unet import load_model
 
     model = load_model(reference, device)
@@ -48,6 +51,8 @@ def load_for_sampling(reference: str | Path, device: str | torch.device = "cpu")
     method = build_method(name, model, options)
     extra = run / "method.safetensors"
     method.load_extra_tensors(load_file(extra, device=str(device)) if run.is_dir() and extra.is_file() else {})
+    if not keep_adapters and has_lora(method.unet):
+        merge_in_place(method.unet)
     return method.to(device).eval()
 
 

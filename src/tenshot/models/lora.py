@@ -43,20 +43,25 @@ def has_lora(unet: torch.nn.Module) -> bool:
     return any(".lora_" in name for name, _ in unet.named_parameters())
 
 
-def merged(unet: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``unet`` with every LoRA layer folded into its base weight (W + (alpha / r) B A) and removed:
-    a plain UNet of the base's architecture."""
-    import copy
-
+def merge_in_place(unet: torch.nn.Module) -> torch.nn.Module:
+    """Fold every LoRA layer of ``unet`` into its base weight (W + (alpha / r) B A) and put the base layer back in
+    its place: a plain UNet of the base's architecture, computing what the adapter computed (exactly the base's
+    weights when B = 0)."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    plain = copy.deepcopy(unet)
-    layers = [(name, module) for name, module in plain.named_modules() if isinstance(module, BaseTunerLayer)]
+    layers = [(name, module) for name, module in unet.named_modules() if isinstance(module, BaseTunerLayer)]
     for name, layer in layers:
         layer.merge()
         parent_name, _, child = name.rpartition(".")
-        setattr(plain.get_submodule(parent_name) if parent_name else plain, child, layer.get_base_layer())
-    return plain
+        setattr(unet.get_submodule(parent_name) if parent_name else unet, child, layer.get_base_layer())
+    return unet
+
+
+def merged(unet: torch.nn.Module) -> torch.nn.Module:
+    """A merged copy of ``unet`` (:func:`merge_in_place`), ``unet`` keeping its adapter."""
+    import copy
+
+    return merge_in_place(copy.deepcopy(unet))
 
 
 def save_adapter(unet: torch.nn.Module, folder: Path, base: str) -> None:
@@ -103,4 +108,4 @@ def apply_adapter(unet: torch.nn.Module, folder: Path) -> torch.nn.Module:
     missing = [name for name in result.missing_keys if ".lora_" in name]
     if missing or result.unexpected_keys:
         raise TenshotError(f"{folder}: the adapter does not fit its base model ({(missing or result.unexpected_keys)[0]})")
-    return merged(unet)
+    return merge_in_place(unet)
