@@ -94,10 +94,10 @@ def export(config: ExportConfig) -> Path:
 
 def convert(config: ConvertConfig) -> tuple[Path, str]:
     """Write ``config.out``: the ADM state dict ``config.source`` as a diffusers pipeline folder with a model card
-    naming where it came from (:mod:`tenshot.models.convert`). Returns the folder and a line on what changed."""
-    from .models.convert import adm_structure, convert_adm, load_state_dict
-    from .models.unet import DiffusionModel, save_model
+    naming where it came from (:mod:`tenshot.models.convert`). Returns the folder and a line on what it holds."""
     from .diffusion.schedule import NoiseSchedule
+    from .models.convert import adm_structure, convert_adm, converted_card, describe, load_state_dict
+    from .models.unet import DiffusionModel, save_model
 
     source, out = Path(config.source), Path(config.out)
     if not source.is_file():
@@ -105,20 +105,9 @@ def convert(config: ConvertConfig) -> tuple[Path, str]:
     if occupied(out):
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
     state = load_state_dict(source)
-    structure = adm_structure(state)
     unet, scheduler = convert_adm(state, config.settings)
-    dropped = "; learned sigma: the variance half of the output dropped (tenshot samples with fixed variances)" if structure.learn_sigma else ""
-    summary = (f"ADM of {len(structure.channels)} levels ({', '.join(map(str, structure.channels))} channels), "
-               f"{structure.num_res_blocks} residual blocks per level, attention at levels "
-               f"{[i for i, a in enumerate(structure.attention) if a] or 'none'} and the middle{dropped}")  # fmt: skip
-    settings = config.settings
-    card = "\n".join(["---", "library_name: diffusers", "pipeline_tag: unconditional-image-generation", "tags: [tenshot, converted, guided-diffusion]", "---", "",
-                      "# Converted by tenshot from a guided-diffusion / improved-diffusion checkpoint", "",
-                      f"From `{source}`: {summary}.", "",
-                      f"Settings not in the state dict: image size {settings.image_size}, "
-                      + (f"{settings.num_head_channels} channels per head" if settings.num_head_channels > 0 else f"{settings.num_heads} heads")
-                      + f", {'new' if settings.use_new_attention_order else 'legacy'} qkv order, {settings.noise_schedule} schedule of "
-                      f"{settings.diffusion_steps} steps, predicting {'x0' if settings.predict_xstart else 'eps'}.", ""])  # fmt: skip
+    summary = describe(adm_structure(state))
+    card = converted_card(source, summary, config.settings)
     replace_folder(out, lambda staging: save_model(DiffusionModel(unet, NoiseSchedule(scheduler)), staging, card))
     return out, summary
 

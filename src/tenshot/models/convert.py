@@ -258,3 +258,24 @@ def _scheduler_config(settings: ADMSettings) -> dict:
         return config | {"beta_schedule": "squaredcos_cap_v2"}
     scale = 1000 / settings.diffusion_steps
     return config | {"beta_schedule": "linear", "beta_start": scale * 0.0001, "beta_end": scale * 0.02}
+
+
+def describe(structure: ADMStructure) -> str:
+    """One line on what a converted checkpoint holds, and what was dropped."""
+    attention = [i for i, a in enumerate(structure.attention) if a] or "none"
+    dropped = "; learned sigma: the variance half of the output dropped (tenshot samples with fixed variances)" if structure.learn_sigma else ""
+    return (f"ADM of {len(structure.channels)} levels ({', '.join(map(str, structure.channels))} channels), {structure.num_res_blocks} residual "
+            f"blocks per level, attention at levels {attention} and the middle{dropped}")  # fmt: skip
+
+
+def converted_card(source: Path, summary: str, settings: ADMSettings) -> str:
+    """The model card of a converted folder: the hub's metadata block, where it came from and the settings used."""
+    heads = f"{settings.num_head_channels} channels per head" if settings.num_head_channels > 0 else f"{settings.num_heads} heads"
+    order = "new" if settings.use_new_attention_order else "legacy"
+    target = "x0" if settings.predict_xstart else "eps"
+    return "\n".join([
+        "---", "library_name: diffusers", "pipeline_tag: unconditional-image-generation", "tags: [tenshot, converted, guided-diffusion]", "---", "",
+        "# Converted by tenshot from a guided-diffusion / improved-diffusion checkpoint", "", f"From `{source}`: {summary}.", "",
+        f"Settings not in the state dict: image size {settings.image_size}, {heads}, {order} qkv order, {settings.noise_schedule} schedule of "
+        f"{settings.diffusion_steps} steps, predicting {target}.", "",
+    ])  # fmt: skip
