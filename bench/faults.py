@@ -11,9 +11,12 @@ a staging folder left beside ``model/``, or between checkpoints), and then runs 
 when the kill came before ``config.yaml`` existed, as a user would). The trial passes when the final
 ``model/`` weights and every tensor of the last checkpoint equal the reference's, and no staging folder is left.
 
-    .venv/bin/python bench/faults.py --trials 10
+    .venv/bin/python bench/faults.py --trials 4
+    .venv/bin/python bench/faults.py --trials 2 --at writes --name faults-writes   # kills aimed at the writes
 
-Writes ``bench/results/faults.json`` and ``faults.md``.
+``--at writes`` aims each kill instead at the moment a staging folder appears: of a checkpoint, or of the final
+``model/`` (the windows are milliseconds long, so random moments rarely land in them). Writes
+``bench/results/NAME.json`` and ``NAME.md``.
 """
 
 from __future__ import annotations
@@ -130,8 +133,34 @@ def trial(argv: list[str], reference: Path, out: Path, seconds: float, rng: rand
     }  # fmt: skip
 
 
+def staging_appears(out: Path, where: str) -> bool:
+    """A staging folder of a checkpoint (``checkpoint``) or of the final ``model/`` (``export``) exists now."""
+    if where == "checkpoint":
+        return (out / "checkpoints").is_dir() and any(p.name.startswith(".") for p in (out / "checkpoints").iterdir())
+    return out.is_dir() and any(p.name.startswith(".model-") for p in out.iterdir())
+
+
+def targeted_trial(argv: list[str], reference: Path, out: Path, where: str) -> dict:
+    """A SIGKILL the moment a staging folder of ``where`` (checkpoint or export) appears, polled every millisecond."""
+    process, started = start(argv, out)
+    while process.poll() is None and not staging_appears(out, where):
+        time.sleep(0.001)
+    finished_first = process.poll() is not None
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    where_landed = "after the process had ended" if finished_first else landed(out)
+    resumed = run(argv, out, resume=(out / "config.yaml").is_file())
+    return {
+        "kill_after_s": round(time.perf_counter() - started, 2), "aimed_at": where, "landed": where_landed, "resume_status": resumed.returncode,
+        "resume_error": resumed.stderr.strip().splitlines()[-1] if resumed.returncode else "",
+        "identical": resumed.returncode == 0 and identical(reference, out), "staging_left": staging_left(out),
+    }  # fmt: skip
+
+
 def markdown(results: dict) -> str:
-    lines = [f"Fault campaign: SIGKILL at a moment drawn uniformly over each command's uninterrupted wall time from its config.yaml to its exit, then `--resume`; tiny 16 px model, 48 steps, checkpoints every 4. {results['date']}, `{results['command']}`.", ""]
+    how = ("the moment a staging folder of a checkpoint (even trials) or of the final model/ (odd trials) appears" if results.get("at") == "writes"
+           else "a moment drawn uniformly over each command's uninterrupted wall time from its config.yaml to its exit")  # fmt: skip
+    lines = [f"Fault campaign: SIGKILL at {how}, then `--resume`; tiny 16 px model, 48 steps, checkpoints every 4. {results['date']}, `{results['command']}`.", ""]
     lines += ["| command | trials | identical to the uninterrupted run | no staging left | where the kills landed |", "|---|---|---|---|---|"]
     for name, trials in results["trials"].items():
         places: dict[str, int] = {}
@@ -150,10 +179,12 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10, help="SIGKILLs per command.")
     parser.add_argument("--commands", default="pretrain,adapt,distill")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--at", choices=["random", "writes"], default="random",
+                        help="random: kills at uniform moments; writes: each kill the moment a checkpoint's or the final model's staging folder appears.")
     parser.add_argument("--name", default="faults")
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    results = {"date": time.strftime("%Y-%m-%d"), "command": "python bench/faults.py " + " ".join(sys.argv[1:]), "reference_seconds": {}, "trials": {}}
+    results = {"date": time.strftime("%Y-%m-%d"), "command": "python bench/faults.py " + " ".join(sys.argv[1:]), "at": args.at, "reference_seconds": {}, "trials": {}}
     with tempfile.TemporaryDirectory(prefix="tenshot-faults-") as tmp:
         work = Path(tmp)
         every = commands(work)
@@ -168,7 +199,10 @@ def main() -> None:
             results["reference_seconds"][name] = round(seconds, 1)
             results["trials"][name] = []
             for index in range(args.trials):
-                outcome = trial(argv, reference, work / f"{name}-{index}", seconds, rng)
+                if args.at == "writes":  # alternately at a checkpoint write and at the final export
+                    outcome = targeted_trial(argv, reference, work / f"{name}-{index}", ("checkpoint", "export")[index % 2])
+                else:
+                    outcome = trial(argv, reference, work / f"{name}-{index}", seconds, rng)
                 results["trials"][name].append(outcome)
                 print(name, index, outcome, flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -55,3 +55,14 @@ def test_the_table_counts_passes_and_lists_failures():
     text = faults.markdown({"date": "2026-12-03", "command": "python bench/faults.py", "trials": {"adapt": [ok, ok, bad]}})
     assert "| adapt | 3 | 2 | 3 | between checkpoints 2, during the final export 1 |" in text
     assert "- adapt, killed after 1.0 s (during the final export): status 1 Boom" in text
+
+
+def test_the_aimed_kills_see_a_staging_folder_of_a_checkpoint_or_of_the_model(tmp_path):
+    run = tmp_path / "run"
+    assert not faults.staging_appears(run, "checkpoint") and not faults.staging_appears(run, "export")
+    (run / "checkpoints" / "step-4").mkdir(parents=True)
+    assert not faults.staging_appears(run, "checkpoint")
+    (run / "checkpoints" / ".step-8-k2j").mkdir()
+    assert faults.staging_appears(run, "checkpoint") and not faults.staging_appears(run, "export")
+    (run / ".model-9x").mkdir()
+    assert faults.staging_appears(run, "export")
