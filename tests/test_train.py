@@ -387,3 +387,15 @@ def test_an_image_vanishing_mid_run_is_one_line_and_resume_goes_on(image_folder,
     assert api.pretrain(pretrain_config(data, run, 8), resume=True).steps == 8  # from its last checkpoint, or step 0
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 9))
+
+
+def test_resume_clears_the_writes_a_killed_process_left_half_made(image_folder, tmp_path):
+    run = tmp_path / "run"
+    api.pretrain(pretrain_config(image_folder, run, 4))
+    shutil.copytree(run / "checkpoints" / "step-4", run / "checkpoints" / ".step-8-k1x2_9ab")  # killed mid-checkpoint
+    shutil.copytree(run / "model", run / ".model-zz0q1w2e")  # killed mid-export
+    (run / ".method.safetensors-ab12cd34.safetensors").write_bytes(b"half")
+    (run / ".DS_Store").write_bytes(b"the user's")
+    api.pretrain(pretrain_config(image_folder, run, 8), resume=True)
+    left = sorted(path.name for folder in (run, run / "checkpoints") for path in folder.iterdir() if path.name.startswith("."))
+    assert left == [".DS_Store"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -50,6 +51,22 @@ def _plain_mode(mode: int) -> int:
     umask = os.umask(0)
     os.umask(umask)
     return mode & ~umask
+
+
+# what replace_file and replace_folder stage a write in: ".NAME-" and tempfile's eight random characters
+STAGING_PATTERN = re.compile(r"^\..+-[a-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
+
+
+def remove_staging(folder: Path) -> list[Path]:
+    """Delete the staging files and folders a process killed mid-write left in ``folder`` (the write they held
+    never replaced its target, so nothing is lost); the paths removed."""
+    stale = [path for path in folder.iterdir() if STAGING_PATTERN.match(path.name)] if folder.is_dir() else []
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
 
 
 def replace_file(path: Path, write: Callable[[Path], None]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .cache import replace_folder
+from .cache import remove_staging, replace_folder
 from .config import load_yaml, save_yaml, to_dict
 from .errors import TenshotError
 
@@ -44,6 +44,7 @@ def prepare_run(out: Path, config, resume: bool) -> None:
     """A new run needs an absent or empty folder; a resumed one the same config, but for ``train.steps`` (which
     may grow), ``train.report_to`` (logging only) and ``out`` (the folder may have moved).
 
+    A resume first deletes the staging folders a killed process left (:func:`tenshot.cache.remove_staging`).
     Under ``torchrun``/``accelerate launch`` every process runs this: all of them check before any writes
     (otherwise the first to write ``config.yaml`` makes the others see a non-empty folder), then only the
     main process writes.
@@ -68,6 +69,9 @@ def prepare_run(out: Path, config, resume: bool) -> None:
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out or pass --resume")
     state.wait_for_everyone()
     if state.is_main_process:
+        if resume:  # the half-made writes of a process killed mid-checkpoint or mid-export
+            for folder in (out, out / "checkpoints"):
+                remove_staging(folder)
         out.mkdir(parents=True, exist_ok=True)
         save_yaml(config, saved)
     state.wait_for_everyone()
