@@ -32,15 +32,14 @@ def results() -> dict:
     cells = [cell("finetune", 0, 150, 80.0), cell("finetune", 0, 300, 70.0), cell("finetune", 1, 300, 74.0), cell("domainstudio", 0, 300, 85.0)]
     monitor = [{"target": "openmoji", "method": "finetune", "seed": 0, "step": s, "monitor/copy-share": s / 300} for s in (150, 300)]
     settings = {"targets": ["openmoji"], "n": 1000, "date": "2026-12-03", "command": "python bench/curves.py"}
-    return {"settings": settings, "cells": cells, "monitor": monitor, "reference-share": {"openmoji": 0.01},
-            "stops": [{"target": "openmoji", "method": "finetune", "seed": 0, "stop": 150}]}
+    return {"settings": settings, "cells": cells, "monitor": monitor, "reference-share": {"openmoji": 0.01}}
 
 
 def test_the_table_averages_the_seeds_of_each_budget_and_the_plot_is_drawn(tmp_path, monkeypatch):
     text = curves.markdown(results())
     assert "| finetune | 300 | 2 | 72.0 ± 2.8 |" in text
     assert "| finetune | 150 | 1 | 80.0 |" in text and "| domainstudio | 300 | 1 | 85.0 |" in text
-    assert "finetune seed 0: step 150" in text
+    assert "Stop at 0.2: finetune seed 0: step 0" in text and "Stop at 0.5: finetune seed 0: step 150" in text
     monkeypatch.setattr(curves, "RESULTS", tmp_path)
     curves.publish(results(), "curves-test")
     with Image.open(tmp_path / "curves-test-openmoji.png") as image:
@@ -53,11 +52,11 @@ def test_a_publication_keeps_the_earlier_cells_it_does_not_redo(tmp_path, monkey
     curves.publish(results(), "parts")
     later = results()
     later["cells"] = [{**later["cells"][1], "fid-el0": 60.0}]  # finetune seed 0 at 300 again
-    later["monitor"], later["stops"] = [], []
+    later["monitor"] = []
     later["settings"] = {**later["settings"], "command": "python bench/curves.py --sample-budgets 300"}
     curves.publish(later, "parts")
     combined = json.loads((tmp_path / "parts.json").read_text())
     assert sorted((c["method"], c["seed"], c["step"], c["fid-el0"]) for c in combined["cells"]) == [
         ("domainstudio", 0, 300, 85.0), ("finetune", 0, 150, 80.0), ("finetune", 0, 300, 60.0), ("finetune", 1, 300, 74.0)]
-    assert len(combined["monitor"]) == 2 and len(combined["stops"]) == 1
+    assert len(combined["monitor"]) == 2
     assert combined["settings"]["command"] == "python bench/curves.py; python bench/curves.py --sample-budgets 300"
