@@ -260,6 +260,12 @@ class Trainer:
         self.stop_on_copies = stop_on_copies
         self.kept = (self.start_step, self._ema_copy())  # the last preview at or below stop_on_copies
 
+    def _finish_trackers(self) -> None:
+        """Flush and close the experiment trackers (``--report-to``). Not ``Accelerator.end_training``, which also
+        destroys the process group that the export after training still waits on."""
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
+
     @property
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
@@ -468,11 +474,11 @@ class Trainer:
                 # a signal during the last step lets the run finish and export
                 if self.accelerator.check_trigger() and step < config.steps:
                     bar.close()
-                    self.accelerator.end_training()
+                    self._finish_trackers()
                     raise Interrupted(step, path or self._checkpoint(step))
                 if stopped is not None:
                     self.ema.load_state_dict(self.kept[1])
                     break
         bar.close()
-        self.accelerator.end_training()
+        self._finish_trackers()
         return TrainResult(steps=step, seconds=time.perf_counter() - self.started, final_losses=losses, ema=self.ema, stopped=stopped)
