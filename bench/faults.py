@@ -117,20 +117,26 @@ def staging_left(out: Path) -> list[str]:
     return sorted(str(p.relative_to(out)) for p in out.rglob(".*") if p.is_dir())
 
 
-def trial(argv: list[str], reference: Path, out: Path, seconds: float, rng: random.Random) -> dict:
-    delay = rng.uniform(0.0, seconds)
-    process, _ = start(argv, out)
-    time.sleep(delay)
+def kill_and_resume(process: subprocess.Popen, argv: list[str], reference: Path, out: Path) -> dict:
+    """SIGKILL ``process`` now, note where it landed, resume it (a plain rerun when it had no config.yaml yet) and
+    compare the result with ``reference``."""
     finished_first = process.poll() is not None
     process.send_signal(signal.SIGKILL)
     process.wait()
     where = "after the process had ended" if finished_first else landed(out)
     resumed = run(argv, out, resume=(out / "config.yaml").is_file())
     return {
-        "kill_after_s": round(delay, 2), "landed": where, "resume_status": resumed.returncode,
-        "resume_error": resumed.stderr.strip().splitlines()[-1] if resumed.returncode else "",
+        "landed": where, "resume_status": resumed.returncode, "resume_error": resumed.stderr.strip().splitlines()[-1] if resumed.returncode else "",
         "identical": resumed.returncode == 0 and identical(reference, out), "staging_left": staging_left(out),
     }  # fmt: skip
+
+
+def trial(argv: list[str], reference: Path, out: Path, seconds: float, rng: random.Random) -> dict:
+    """A SIGKILL at a moment drawn uniformly over the reference's ``seconds`` after config.yaml appears."""
+    delay = rng.uniform(0.0, seconds)
+    process, _ = start(argv, out)
+    time.sleep(delay)
+    return {"kill_after_s": round(delay, 2), **kill_and_resume(process, argv, reference, out)}
 
 
 def staging_appears(out: Path, where: str) -> bool:
@@ -145,16 +151,8 @@ def targeted_trial(argv: list[str], reference: Path, out: Path, where: str) -> d
     process, started = start(argv, out)
     while process.poll() is None and not staging_appears(out, where):
         time.sleep(0.001)
-    finished_first = process.poll() is not None
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    where_landed = "after the process had ended" if finished_first else landed(out)
-    resumed = run(argv, out, resume=(out / "config.yaml").is_file())
-    return {
-        "kill_after_s": round(time.perf_counter() - started, 2), "aimed_at": where, "landed": where_landed, "resume_status": resumed.returncode,
-        "resume_error": resumed.stderr.strip().splitlines()[-1] if resumed.returncode else "",
-        "identical": resumed.returncode == 0 and identical(reference, out), "staging_left": staging_left(out),
-    }  # fmt: skip
+    killed_after = round(time.perf_counter() - started, 2)
+    return {"kill_after_s": killed_after, "aimed_at": where, **kill_and_resume(process, argv, reference, out)}
 
 
 def markdown(results: dict) -> str:
