@@ -57,16 +57,15 @@ def _plain_mode(mode: int) -> int:
 STAGING_PATTERN = re.compile(r"^\..+-[a-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
 
 
-def remove_staging(folder: Path) -> list[Path]:
+def remove_staging(folder: Path) -> None:
     """Delete the staging files and folders a process killed mid-write left in ``folder`` (the write they held
-    never replaced its target, so nothing is lost); the paths removed."""
+    never replaced its target, so nothing is lost)."""
     stale = [path for path in folder.iterdir() if STAGING_PATTERN.match(path.name)] if folder.is_dir() else []
     for path in stale:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-    return stale
 
 
 def replace_file(path: Path, write: Callable[[Path], None]) -> None:
