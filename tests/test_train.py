@@ -250,6 +250,32 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path, monkeypatch):
     assert torch.equal(load_checkpoint(folder / "step-3")["trainable"]["w"], checkpoint_state(3)[0]["w"])
 
 
+def test_a_replaced_folder_stays_until_its_replacement_is_in(tmp_path, monkeypatch):
+    """The old folder is renamed aside, not deleted, before the new one moves in: if that move fails, the old one
+    is back under its name and nothing else is left."""
+    import os
+
+    from tenshot import cache
+
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "weights").write_text("old")
+    real_replace = os.replace
+
+    def failing_replace(source, destination):
+        if Path(destination) == target and not Path(source).name.endswith(".old"):
+            raise OSError(5, "Input/output error")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(cache.os, "replace", failing_replace)
+    with pytest.raises(TenshotError, match=r"model: could not write \(Input/output error\)"):
+        cache.replace_folder(target, lambda staging: (staging / "weights").write_text("new"))
+    assert (target / "weights").read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["model"]
+    monkeypatch.undo()
+    cache.replace_folder(target, lambda staging: (staging / "weights").write_text("new"))
+    assert (target / "weights").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
 def test_two_process_cpu_run_ends_with_identical_weights(image_folder, tmp_path):
     """``torchrun --nproc_per_node 2`` the real CLI (gloo on CPU); each rank dumps what it trained."""
     dump = tmp_path / "ranks"

@@ -87,10 +87,12 @@ def replace_file(path: Path, write: Callable[[Path], None]) -> None:
 def replace_folder(target: Path, write: Callable[[Path], None], *, durable: bool = False, complete: str | None = None) -> None:
     """Write a folder through ``write(staging)`` and rename it over ``target`` (never half-written).
 
-    ``durable`` syncs every file to disk before the rename (a checkpoint survives a crash). ``complete`` names
-    the marker file ``write`` writes last: a ``target`` holding it, finished by another process meanwhile, is
-    kept rather than replaced, as someone may be reading it. A write the environment refuses (full disk, no
-    permission) is one :class:`TenshotError` line, and the previous ``target`` stays as it was."""
+    An existing ``target`` is first renamed aside (``.NAME-XXXXXXXX.old``) and deleted only once the new folder
+    is in place; if that rename fails it is put back. ``durable`` syncs every file to disk before the rename (a
+    checkpoint survives a crash). ``complete`` names the marker file ``write`` writes last: a ``target`` holding
+    it, finished by another process meanwhile, is kept rather than replaced, as someone may be reading it. A
+    write the environment refuses (full disk, no permission) is one :class:`TenshotError` line, and the
+    previous ``target`` stays as it was."""
 
     def finished() -> bool:
         return complete is not None and (target / complete).is_file()
@@ -98,6 +100,7 @@ def replace_folder(target: Path, write: Callable[[Path], None], *, durable: bool
     with _refused_as_one_line(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        aside = None
         try:
             staging.chmod(_plain_mode(0o777))
             write(staging)
@@ -107,11 +110,28 @@ def replace_folder(target: Path, write: Callable[[Path], None], *, durable: bool
                         with open(file, "rb") as handle:
                             os.fsync(handle.fileno())
             if target.exists() and not finished():
-                shutil.rmtree(target, ignore_errors=complete is not None)
+                aside = _moved_aside(target)
             try:
                 os.replace(staging, target)
             except OSError:
+                if aside is not None and not target.exists():
+                    os.replace(aside, target)
+                    aside = None
                 if not finished():
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
+
+
+def _moved_aside(target: Path) -> Path | None:
+    """Rename the folder ``target`` to a staging name beside it and return that name; None when another process
+    moved it first."""
+    aside = Path(tempfile.mkdtemp(prefix=f".{target.name}-", suffix=".old", dir=target.parent))
+    try:
+        os.replace(target, aside)
+    except FileNotFoundError:
+        aside.rmdir()
+        return None
+    return aside
