@@ -321,12 +321,34 @@ def test_a_set_against_itself_scores_zero(sets):
     assert other.metrics["fid-el0"] > 10
 
 
-def test_evaluate_takes_the_first_n_images_of_a_folder(sets):
-    from tenshot.data.images import list_images, load_images
+def test_evaluate_takes_the_first_n_images_of_a_folder_read_from_disk(sets):
+    from tenshot.data.images import ImageFiles, list_images, load_images
     from tenshot.metrics.evaluate import load_samples
 
     images, _ = load_samples(EvaluateConfig(samples=str(sets["samples"]), n=5))
-    np.testing.assert_array_equal(images, load_images(list_images(sets["samples"])[:5], 32))
+    assert isinstance(images, ImageFiles) and images.shape == (5, 32, 32, 3)
+    np.testing.assert_array_equal(images[:], load_images(list_images(sets["samples"])[:5], 32))
+
+
+def test_sets_read_from_disk_score_and_key_as_the_loaded_arrays(sets, monkeypatch):
+    """Streaming is only a way of reading: swd (its subsets included), the content key and every EL0 metric
+    equal those of the same images held in memory."""
+    from tenshot.cache import content_key
+    from tenshot.data.images import ImageFiles, list_images, load_images
+    from tenshot.metrics import evaluate, swd
+
+    files = {name: list_images(sets[name]) for name in ("samples", "reference")}
+    lazy = {name: ImageFiles(paths, 32) for name, paths in files.items()}
+    loaded = {name: load_images(paths, 32) for name, paths in files.items()}
+    assert content_key("v", lazy["reference"]) == content_key("v", loaded["reference"])
+    monkeypatch.setattr(swd, "MAX_IMAGES", 7)  # both sets cut to a seeded subset
+    assert swd.swd(lazy["samples"], lazy["reference"]) == swd.swd(loaded["samples"], loaded["reference"])
+    monkeypatch.setattr(evaluate, "_cache_load", lambda key: None)  # both compute their reference features
+    runner = evaluate.EL0Runner(4, False)
+    shots = loaded["reference"][:3]
+    from_disk, _ = evaluate._el0_metrics(runner, lazy["samples"], lazy["reference"], shots)
+    in_memory, _ = evaluate._el0_metrics(runner, loaded["samples"], loaded["reference"], shots)
+    assert from_disk == in_memory
 
 
 BAD_CASES = {

@@ -28,18 +28,26 @@ def _refused_as_one_line(target: Path):
         raise TenshotError(f"{target}: could not write ({reason}); nothing half-written was kept, what was there before is unchanged") from None
 
 
+KEY_BATCH = 256  # images read at a time when content_key hashes an image set from disk
+
+
 def cache_root() -> Path:
     """Where cached results are kept: ``$TENSHOT_CACHE`` or ``~/.cache/tenshot``."""
     return Path(os.environ.get("TENSHOT_CACHE") or Path.home() / ".cache" / "tenshot")
 
 
 def content_key(*parts) -> str:
-    """SHA-256 over strings and arrays (shape, dtype and bytes)."""
+    """SHA-256 over strings and arrays (shape, dtype and bytes). An image set read from disk when indexed
+    (:class:`tenshot.data.images.ImageFiles`) is read batch by batch and keyed as the uint8 array it loads as."""
     digest = hashlib.sha256()
     for part in parts:
         if isinstance(part, np.ndarray):
             digest.update(f"{part.shape}{part.dtype}".encode())
             digest.update(np.ascontiguousarray(part).tobytes())
+        elif hasattr(part, "paths"):
+            digest.update(f"{tuple(part.shape)}uint8".encode())
+            for start in range(0, len(part), KEY_BATCH):
+                digest.update(np.ascontiguousarray(part[start : start + KEY_BATCH]).tobytes())
         else:
             digest.update(str(part).encode())
         digest.update(b"\0")

@@ -97,9 +97,10 @@ def load_images(paths: list[Path], size: int) -> np.ndarray:
 
 
 class ImageFiles:
-    """A domain too large to hold decoded: its files, read and cropped when indexed. ``files[indices]`` is the
-    uint8 array ``(len(indices), size, size, 3)`` that ``load_images`` would give for those files, so a training
-    stream over it is the same as over the loaded array, with memory bounded by the batch."""
+    """A domain too large to hold decoded: its files, read and cropped when indexed. ``files[indices]`` (a slice or
+    a sequence of indices) is the uint8 array ``(len(indices), size, size, 3)`` that ``load_images`` would give
+    for those files, so a training stream or a metric's batches over it are the same as over the loaded array,
+    with memory bounded by the batch."""
 
     def __init__(self, paths: list[Path], size: int):
         self.paths, self.size = list(paths), size
@@ -107,7 +108,14 @@ class ImageFiles:
     def __len__(self) -> int:
         return len(self.paths)
 
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """The shape of the array the files would load as."""
+        return (len(self.paths), self.size, self.size, 3)
+
     def __getitem__(self, indices) -> np.ndarray:
+        if isinstance(indices, slice):
+            indices = range(*indices.indices(len(self.paths)))
         return np.stack([load_image(self.paths[i], self.size) for i in indices])
 
 

@@ -1,8 +1,11 @@
 """``tenshot evaluate``: the metrics of DESIGN.md ("Metrics") for one set of samples, in one call.
 
-Samples, reference and shots are loaded at one size; every feature goes through one path
-(:mod:`tenshot.models.features`). Reference features are cached by content hash under
-``<cache>/metrics`` so that scoring many sample sets against one reference extracts it once.
+Samples, reference and shots are read at one size; every feature goes through one path
+(:mod:`tenshot.models.features`). Sample and reference sets given as folders or EmojiShift domains are read from
+disk batch by batch (:class:`~tenshot.data.images.ImageFiles`, their headers checked first), so memory holds
+their features (1,280 floats an image), not their pixels; samples drawn from a model are held in memory.
+Reference features are cached by content hash under ``<cache>/metrics`` so that scoring many sample sets against
+one reference extracts it once.
 """
 
 from __future__ import annotations
@@ -65,20 +68,29 @@ def _is_model_folder(path: Path) -> bool:
     return True
 
 
+def _image_files(files: list[Path], size: int):
+    """``files`` read at ``size`` when indexed, their headers checked now."""
+    from ..data.images import ImageFiles, check_image_headers
+
+    check_image_headers(files, size)
+    return ImageFiles(files, size)
+
+
 def load_samples(config: EvaluateConfig, progress: bool = False) -> tuple[np.ndarray, dict]:
-    """The samples as uint8 ``(N, S, S, 3)`` and settings describing where they came from."""
+    """The samples as uint8 ``(N, S, S, 3)`` (read from disk when indexed, for a folder or an EmojiShift domain)
+    and settings describing where they came from."""
     from ..data.domains import domain_files, is_emoji_domain
-    from ..data.images import list_images, load_image, load_images
+    from ..data.images import list_images, load_image
 
     source = config.samples
     if is_emoji_domain(source):
         size = config.size or 32
-        return load_images(_first(domain_files(source, size, "all"), config.n, source), size), {}
+        return _image_files(_first(domain_files(source, size, "all"), config.n, source), size), {}
     path = Path(source)
     if path.is_dir() and not _is_model_folder(path):
         files = _first(list_images(path), config.n, source)
         size = config.size or min(load_image(files[0]).shape[:2])
-        return load_images(files, size), {}
+        return _image_files(files, size), {}
     from ..models.unet import resolve_model_folder
 
     resolve_model_folder(source)  # a bad reference fails here, before diffusers is imported
@@ -94,10 +106,14 @@ def load_samples(config: EvaluateConfig, progress: bool = False) -> tuple[np.nda
     return images, {"sampler": config.sampler, "sampling-steps": config.steps, "sampling-seed": config.seed}
 
 
-def _load_set(argument: str, size: int, default_split: str, minimum: int) -> np.ndarray:
-    from ..data.domains import load_domain
+def _load_reference(argument: str, size: int):
+    """The reference set, read from disk when indexed."""
+    from ..data.domains import domain_files
 
-    return load_domain(argument, size, default_split=default_split, minimum=minimum)
+    files = domain_files(argument, size, "reference")
+    if len(files) < MIN_IMAGES:
+        raise TenshotError(f"{argument}: {len(files)} images, at least {MIN_IMAGES} needed")
+    return _image_files(files, size)
 
 
 # --- cache -----------------------------------------------------------------------------------------
@@ -228,7 +244,12 @@ def _optional_metric(name: str, samples, reference, shots, batch_size: int) -> f
             _cache_save(key, reference_features)
         return fid_from_features(network(samples, batch_size), reference_features)
     lpips = VGGLPIPS()
-    to_shots = np.stack([lpips(samples, np.repeat(shot[None], len(samples), axis=0)) for shot in shots], axis=1)
+
+    def to_shot(shot: np.ndarray) -> np.ndarray:
+        batches = (samples[start : start + batch_size] for start in range(0, len(samples), batch_size))
+        return np.concatenate([lpips(batch, np.repeat(shot[None], len(batch), axis=0)) for batch in batches])
+
+    to_shots = np.stack([to_shot(shot) for shot in shots], axis=1)
 
     def pairwise(members: np.ndarray) -> np.ndarray:
         first, second = np.triu_indices(len(members), k=1)
@@ -245,7 +266,8 @@ def _optional_metric(name: str, samples, reference, shots, batch_size: int) -> f
 def evaluate(config: EvaluateConfig, progress: bool = False) -> EvaluateResult:
     """Score ``config.samples`` against ``config.reference`` (and ``config.shots``); write ``config.out``."""
     from ..models.features import EL0_NAME, INPUT_SIZE, optional_backend
-    from .swd import pyramid_sizes, swd
+    from ..data.domains import load_domain
+    from .swd import MAX_IMAGES as SWD_MAX_IMAGES, pyramid_sizes, swd
 
     config.validate()
     for name in config.features:
@@ -260,8 +282,8 @@ def evaluate(config: EvaluateConfig, progress: bool = False) -> EvaluateResult:
         raise TenshotError(f"{config.samples}: images are {size} px; evaluate needs at least 16 px")
     if len(samples) < MIN_IMAGES:
         raise TenshotError(f"{config.samples}: {len(samples)} images, at least {MIN_IMAGES} needed")
-    reference = _load_set(config.reference, size, "reference", MIN_IMAGES)
-    shots = _load_set(config.shots, size, "shots", 1) if config.shots else None
+    reference = _load_reference(config.reference, size)
+    shots = load_domain(config.shots, size, default_split="shots", minimum=1) if config.shots else None
 
     metrics: dict[str, float] = {}
     settings = {
@@ -282,7 +304,7 @@ def evaluate(config: EvaluateConfig, progress: bool = False) -> EvaluateResult:
         metrics.update(el0_metrics)
         settings.update(el0_settings)
     metrics["swd"] = swd(samples, reference, SWD_SEED)
-    settings.update({"swd-levels": pyramid_sizes(size), "swd-images": min(len(samples), len(reference)), "swd-seed": SWD_SEED})
+    settings.update({"swd-levels": pyramid_sizes(size), "swd-images": min(len(samples), len(reference), SWD_MAX_IMAGES), "swd-seed": SWD_SEED})
     metrics = {key: metrics[key] for key in KEY_ORDER if key in metrics}
     for name in config.features:
         if name != "el0":

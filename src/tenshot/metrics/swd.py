@@ -16,6 +16,7 @@ PATCHES_PER_IMAGE = 128
 REPEATS = 4
 DIRECTIONS = 128
 MIN_LEVEL = 16
+MAX_IMAGES = 2048  # images per set, drawn by the seed when more: bounds the descriptors at 300 MB a set
 GAUSSIAN = np.float32([[1, 4, 6, 4, 1], [4, 16, 24, 16, 4], [6, 24, 36, 24, 6], [4, 16, 24, 16, 4], [1, 4, 6, 4, 1]]) / 256.0
 
 
@@ -80,7 +81,9 @@ def swd(a: np.ndarray, b: np.ndarray, seed: int = 0) -> float:
     """SWD x 1e3 between two sets of uint8 ``(N, H, W, 3)`` images of one size, averaged over the levels.
 
     The larger set is cut to a random subset (``seed``) of the smaller one's size, as the metric needs
-    equal descriptor counts.
+    equal descriptor counts, and both to at most ``MAX_IMAGES`` (each image's float64 descriptors take
+    150 KB, so memory stays bounded whatever the sets' sizes). Either set may be read from disk when
+    indexed (:class:`tenshot.data.images.ImageFiles`); only the subset is loaded.
     """
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"SWD needs images of one size, got {a.shape[1:]} and {b.shape[1:]}")
@@ -89,9 +92,9 @@ def swd(a: np.ndarray, b: np.ndarray, seed: int = 0) -> float:
     if levels == 0:
         raise ValueError(f"SWD needs images of at least {MIN_LEVEL} px, got {size}")
     rng = np.random.default_rng(seed)
-    count = min(len(a), len(b))
-    a = a[np.sort(rng.choice(len(a), count, replace=False))] if len(a) > count else a
-    b = b[np.sort(rng.choice(len(b), count, replace=False))] if len(b) > count else b
+    count = min(len(a), len(b), MAX_IMAGES)
+    a = a[np.sort(rng.choice(len(a), count, replace=False))] if len(a) > count else a[:]
+    b = b[np.sort(rng.choice(len(b), count, replace=False))] if len(b) > count else b[:]
     pyramid_a = laplacian_pyramid(a.transpose(0, 3, 1, 2), levels)
     pyramid_b = laplacian_pyramid(b.transpose(0, 3, 1, 2), levels)
     per_level = [
