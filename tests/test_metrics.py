@@ -129,6 +129,20 @@ def test_precision_recall_match_a_kd_tree_computation():
     assert recall == pytest.approx(brute_force_precision(fake, real, 3))
 
 
+def test_precision_recall_chunks_both_sides_and_match_brute_force(monkeypatch):
+    """Distances are computed in CHUNK x CHUNK blocks (memory bounded whatever the sets' sizes); sizes that cross
+    the block edges give the brute-force radii and coverage."""
+    from tenshot.metrics import precision_recall as module
+
+    monkeypatch.setattr(module, "CHUNK", 7)
+    rng = np.random.default_rng(1)
+    real, fake = rng.standard_normal((50, 5)), rng.standard_normal((33, 5)) + 0.3
+    radii = np.sort(((real[:, None] - real[None]) ** 2).sum(-1), axis=1)[:, 3]
+    np.testing.assert_allclose(module.knn_radii(real, 3), radii, rtol=1e-12, atol=1e-12)
+    inside = (((fake[:, None] - real[None]) ** 2).sum(-1) <= radii[None] + 1e-12).any(1)
+    assert module.manifold_coverage(real, radii, fake) == float(inside.mean())
+
+
 def test_precision_recall_on_half_overlapping_squares():
     # Real fills [0, 1]^2, fake [0.5, 1.5] x [0, 1]: half of each lies in the other's support.
     rng = np.random.default_rng(8)

@@ -12,12 +12,26 @@ def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(d, 0.0, None)
 
 
+def _column_chunks(queries: np.ndarray, support: np.ndarray):
+    """For each chunk of ``CHUNK`` query rows: the row slice and an iterator over the chunks of ``CHUNK`` support
+    columns, ``(column slice, squared distances)``, so memory holds ``CHUNK x CHUNK`` distances whatever the sets' sizes."""
+    for i in range(0, len(queries), CHUNK):
+        rows = queries[i : i + CHUNK]
+        yield slice(i, i + CHUNK), ((slice(j, j + CHUNK), _squared_distances(rows, support[j : j + CHUNK])) for j in range(0, len(support), CHUNK))
+
+
 def knn_radii(features: np.ndarray, k: int) -> np.ndarray:
     """Squared distance from each vector to its k-th nearest neighbour in the same set (itself excluded)."""
     features = np.asarray(features, np.float64)
     if len(features) <= k:
         raise ValueError(f"k-NN radii with k={k} need more than {k} vectors, got {len(features)}")
-    radii = [np.partition(_squared_distances(features[i : i + CHUNK], features), k, axis=1)[:, k] for i in range(0, len(features), CHUNK)]
+    radii = []
+    for _, chunks in _column_chunks(features, features):
+        nearest = None  # the k + 1 smallest distances of each row so far (its own 0 among them)
+        for _, distances in chunks:
+            candidates = distances if nearest is None else np.concatenate([nearest, distances], axis=1)
+            nearest = np.partition(candidates, k, axis=1)[:, : k + 1] if candidates.shape[1] > k + 1 else candidates
+        radii.append(np.sort(nearest, axis=1)[:, k])
     return np.concatenate(radii)
 
 
@@ -25,8 +39,11 @@ def manifold_coverage(support: np.ndarray, radii: np.ndarray, queries: np.ndarra
     """Share of ``queries`` inside the union of balls ``|x - support_i| <= radius_i`` (eq. 1-2)."""
     support = np.asarray(support, np.float64)
     queries = np.asarray(queries, np.float64)
-    inside = [(_squared_distances(queries[i : i + CHUNK], support) <= radii[None, :]).any(1) for i in range(0, len(queries), CHUNK)]
-    return float(np.concatenate(inside).mean())
+    inside = np.zeros(len(queries), dtype=bool)
+    for rows, chunks in _column_chunks(queries, support):
+        for columns, distances in chunks:
+            inside[rows] |= (distances <= radii[None, columns]).any(1)
+    return float(inside.mean())
 
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
