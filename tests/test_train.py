@@ -392,23 +392,23 @@ def test_a_domain_read_from_disk_batch_by_batch_trains_to_the_same_weights(image
 
 
 def test_an_image_vanishing_mid_run_is_one_line_and_resume_goes_on(image_folder, tmp_path, monkeypatch):
-    import tenshot.data.domains as domains
+    import tenshot.data.images as images
 
     data = tmp_path / "data"
     shutil.copytree(image_folder, data)
     monkeypatch.setattr(api, "STREAM_ABOVE_BYTES", 0)
-    checked = domains.check_image_headers
+    checked = images.check_image_headers
 
     def check_then_lose_one(paths, size):  # the file is there when checked, gone when the stream reaches it
         checked(paths, size)
         (data / "003.png").rename(tmp_path / "003.png")
 
-    monkeypatch.setattr(domains, "check_image_headers", check_then_lose_one)
+    monkeypatch.setattr(images, "check_image_headers", check_then_lose_one)
     run = tmp_path / "run"
     with pytest.raises(TenshotError, match="003.png: not a readable image"):
         api.pretrain(pretrain_config(data, run, 8))
     assert (run / "config.yaml").is_file() and not (run / "model").exists()
-    monkeypatch.setattr(domains, "check_image_headers", checked)
+    monkeypatch.setattr(images, "check_image_headers", checked)
     (tmp_path / "003.png").rename(data / "003.png")
     assert api.pretrain(pretrain_config(data, run, 8), resume=True).steps == 8  # from its last checkpoint, or step 0
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import TenshotError
 from . import emoji
-from .images import ImageFiles, check_image_headers, list_images, load_images
+from .images import ImageFiles, list_images, load_images
 
 EMOJI_PREFIX = "emoji:"
 
@@ -46,6 +46,5 @@ def load_domain(argument: str | Path, size: int, default_split: str = "all", min
     if len(files) < minimum:
         raise TenshotError(f"{argument}: {len(files)} images, at least {minimum} needed")
     if stream_above is not None and len(files) * size * size * 3 > stream_above:
-        check_image_headers(files, size)
-        return ImageFiles(files, size)
+        return ImageFiles.checked(files, size)
     return load_images(files, size)

@@ -105,6 +105,12 @@ class ImageFiles:
     def __init__(self, paths: list[Path], size: int):
         self.paths, self.size = list(paths), size
 
+    @classmethod
+    def checked(cls, paths: list[Path], size: int) -> ImageFiles:
+        """``paths`` read at ``size`` when indexed, their headers checked now (:func:`check_image_headers`)."""
+        check_image_headers(paths, size)
+        return cls(paths, size)
+
     def __len__(self) -> int:
         return len(self.paths)
 

@@ -68,29 +68,21 @@ def _is_model_folder(path: Path) -> bool:
     return True
 
 
-def _image_files(files: list[Path], size: int):
-    """``files`` read at ``size`` when indexed, their headers checked now."""
-    from ..data.images import ImageFiles, check_image_headers
-
-    check_image_headers(files, size)
-    return ImageFiles(files, size)
-
-
 def load_samples(config: EvaluateConfig, progress: bool = False) -> tuple[np.ndarray, dict]:
     """The samples as uint8 ``(N, S, S, 3)`` (read from disk when indexed, for a folder or an EmojiShift domain)
     and settings describing where they came from."""
     from ..data.domains import domain_files, is_emoji_domain
-    from ..data.images import list_images, load_image
+    from ..data.images import ImageFiles, list_images, load_image
 
     source = config.samples
     if is_emoji_domain(source):
         size = config.size or 32
-        return _image_files(_first(domain_files(source, size, "all"), config.n, source), size), {}
+        return ImageFiles.checked(_first(domain_files(source, size, "all"), config.n, source), size), {}
     path = Path(source)
     if path.is_dir() and not _is_model_folder(path):
         files = _first(list_images(path), config.n, source)
         size = config.size or min(load_image(files[0]).shape[:2])
-        return _image_files(files, size), {}
+        return ImageFiles.checked(files, size), {}
     from ..models.unet import resolve_model_folder
 
     resolve_model_folder(source)  # a bad reference fails here, before diffusers is imported
@@ -104,16 +96,6 @@ def load_samples(config: EvaluateConfig, progress: bool = False) -> tuple[np.nda
     with torch.no_grad():
         images = generate(method, count, steps=config.steps, sampler=config.sampler, seed=config.seed, batch_size=config.batch_size, progress=progress)
     return images, {"sampler": config.sampler, "sampling-steps": config.steps, "sampling-seed": config.seed}
-
-
-def _load_reference(argument: str, size: int):
-    """The reference set, read from disk when indexed."""
-    from ..data.domains import domain_files
-
-    files = domain_files(argument, size, "reference")
-    if len(files) < MIN_IMAGES:
-        raise TenshotError(f"{argument}: {len(files)} images, at least {MIN_IMAGES} needed")
-    return _image_files(files, size)
 
 
 # --- cache -----------------------------------------------------------------------------------------
@@ -282,7 +264,7 @@ def evaluate(config: EvaluateConfig, progress: bool = False) -> EvaluateResult:
         raise TenshotError(f"{config.samples}: images are {size} px; evaluate needs at least 16 px")
     if len(samples) < MIN_IMAGES:
         raise TenshotError(f"{config.samples}: {len(samples)} images, at least {MIN_IMAGES} needed")
-    reference = _load_reference(config.reference, size)
+    reference = load_domain(config.reference, size, default_split="reference", minimum=MIN_IMAGES, stream_above=0)  # read from disk
     shots = load_domain(config.shots, size, default_split="shots", minimum=1) if config.shots else None
 
     metrics: dict[str, float] = {}
