@@ -19,6 +19,7 @@ from tenshot.metrics.evaluate import KEY_ORDER, evaluate
 from tenshot.metrics.fid import fid_from_features, frechet_distance
 from tenshot.metrics.kid import kernel_distance
 from tenshot.metrics.precision_recall import precision_recall
+from tenshot.metrics import swd as swd_module
 from tenshot.metrics.swd import laplacian_pyramid, pyramid_sizes, sliced_wasserstein, swd
 
 # --- Frechet distance ------------------------------------------------------------------------------
@@ -249,6 +250,19 @@ def test_sliced_wasserstein_of_a_shift_matches_the_expected_projection():
     b = a + shift * np.eye(dim)[0]
     expected = shift * math.gamma(dim / 2) / (math.sqrt(math.pi) * math.gamma((dim + 1) / 2))
     assert sliced_wasserstein(a, b, np.random.default_rng(0)) == pytest.approx(expected, rel=0.1)
+
+
+def test_sliced_wasserstein_in_direction_chunks_equals_all_directions_at_once():
+    rng = np.random.default_rng(13)
+    a, b = rng.standard_normal((300, 147)), rng.standard_normal((300, 147)) + 0.1
+    draws = np.random.default_rng(5)
+    whole = []
+    for _ in range(swd_module.REPEATS):
+        directions = draws.standard_normal((147, swd_module.DIRECTIONS))
+        directions /= np.linalg.norm(directions, axis=0, keepdims=True)
+        whole.append(np.abs(np.sort(a @ directions, axis=0) - np.sort(b @ directions, axis=0)).mean())
+    assert swd_module.DIRECTION_CHUNK < swd_module.DIRECTIONS
+    assert sliced_wasserstein(a, b, np.random.default_rng(5)) == pytest.approx(float(np.mean(whole)), rel=1e-12)
 
 
 def test_swd_is_smaller_within_a_distribution_than_across():

@@ -15,6 +15,7 @@ PATCH = 7
 PATCHES_PER_IMAGE = 128
 REPEATS = 4
 DIRECTIONS = 128
+DIRECTION_CHUNK = 16  # directions projected and sorted at once
 MIN_LEVEL = 16
 MAX_IMAGES = 2048  # images per set, drawn by the seed when more: bounds the descriptors at 300 MB a set
 GAUSSIAN = np.float32([[1, 4, 6, 4, 1], [4, 16, 24, 16, 4], [6, 24, 36, 24, 6], [4, 16, 24, 16, 4], [1, 4, 6, 4, 1]]) / 256.0
@@ -66,15 +67,17 @@ def patch_descriptors(level: np.ndarray, rng: np.random.Generator) -> np.ndarray
 
 
 def sliced_wasserstein(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> float:
-    """Mean over 4 x 128 random unit directions of the 1-D Wasserstein-1 distance of the projections."""
-    results = []
+    """Mean over 4 x 128 random unit directions of the 1-D Wasserstein-1 distance of the projections (equal row
+    counts). The projections are sorted ``DIRECTION_CHUNK`` directions at a time, so they take about a fifth of
+    the descriptors' memory rather than nearly twice it; the directions are drawn whole, as before chunking."""
+    total = 0.0
     for _ in range(REPEATS):
         directions = rng.standard_normal((a.shape[1], DIRECTIONS))
         directions /= np.linalg.norm(directions, axis=0, keepdims=True)
-        projected_a = np.sort(a @ directions, axis=0)
-        projected_b = np.sort(b @ directions, axis=0)
-        results.append(np.abs(projected_a - projected_b).mean())
-    return float(np.mean(results))
+        for start in range(0, DIRECTIONS, DIRECTION_CHUNK):
+            chunk = directions[:, start : start + DIRECTION_CHUNK]
+            total += np.abs(np.sort(a @ chunk, axis=0) - np.sort(b @ chunk, axis=0)).sum()
+    return float(total / (REPEATS * DIRECTIONS * len(a)))
 
 
 def swd(a: np.ndarray, b: np.ndarray, seed: int = 0) -> float:
