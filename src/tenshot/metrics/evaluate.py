@@ -148,16 +148,27 @@ class EL0Runner:
         return torch.cat([lpips_vectors(self.net(x, stages=True)[1]).cpu() for x in self._batches(images, label)])
 
     def pooled_and_distances(self, images: np.ndarray, shots: torch.Tensor | None, label: str) -> tuple[np.ndarray, np.ndarray | None]:
-        """Pooled 1280-d features, and with ``shots`` (vectors) the LPIPS-style distance of each image to each shot."""
+        """Pooled 1280-d features, and with ``shots`` (vectors) the LPIPS-style distance of each image to each shot.
+
+        Both are allocated whole at the first batch and filled in place: per-batch arrays kept alive between
+        the batches' large transient activations fragment the heap, and the process keeps growing with the
+        image count (``bench/README.md``, Scale)."""
         from .diversity import lpips_vectors, squared_distances
 
-        pooled, distances = [], []
+        pooled = distances = None
+        start = 0
         for x in self._batches(images, label):
             features, stages = self.net(x, stages=shots is not None)
-            pooled.append(features.cpu().numpy())
+            batch = features.cpu().numpy()
+            if pooled is None:
+                pooled = np.empty((len(images), batch.shape[1]), batch.dtype)
+                distances = np.empty((len(images), len(shots))) if shots is not None else None
+            end = start + len(x)
+            pooled[start:end] = batch
             if shots is not None:
-                distances.append(squared_distances(lpips_vectors(stages).cpu(), shots))
-        return np.concatenate(pooled), (np.concatenate(distances) if shots is not None else None)
+                distances[start:end] = squared_distances(lpips_vectors(stages).cpu(), shots)
+            start = end
+        return pooled, distances
 
 
 def _el0_metrics(el0: EL0Runner, samples, reference, shots) -> tuple[dict, dict]:
