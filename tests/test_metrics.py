@@ -69,6 +69,22 @@ def test_fid_of_samples_converges_to_the_gaussians_distance():
     assert fid_from_features(a, b) == pytest.approx(frechet_distance(mu1, s1, mu2, s2), rel=0.02)
 
 
+def test_fid_reads_features_in_chunks_and_matches_the_whole_set_at_once(monkeypatch):
+    """The mean and the QR factor are built CHUNK rows at a time (memory bounded by the chunk); with chunks that
+    cross the row count, the distance is that of numpy's covariances of the whole sets."""
+    from tenshot.metrics import fid
+
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((61, 6)).astype(np.float32)
+    b = (rng.standard_normal((45, 6)) * 1.3 + 0.2).astype(np.float32)
+    expected = frechet_distance(a.mean(0, dtype=np.float64), np.cov(a.astype(np.float64), rowvar=False),
+                                b.mean(0, dtype=np.float64), np.cov(b.astype(np.float64), rowvar=False))  # fmt: skip
+    monkeypatch.setattr(fid, "CHUNK", 7)
+    assert fid_from_features(a, b) == pytest.approx(expected, rel=1e-9)
+    mean, factor = fid.covariance_factor(a)
+    np.testing.assert_allclose(factor @ factor.T, np.cov(a.astype(np.float64), rowvar=False), atol=1e-12)
+
+
 def test_fid_of_a_set_against_itself_is_zero():
     features = np.random.default_rng(4).standard_normal((100, 64))
     assert fid_from_features(features, features) == pytest.approx(0.0, abs=1e-8)

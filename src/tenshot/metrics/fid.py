@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+CHUNK = 4096  # feature rows converted to float64 at once
+
 
 def _distance(mu1: np.ndarray, r1: np.ndarray, mu2: np.ndarray, r2: np.ndarray) -> float:
     diff = mu1 - mu2
@@ -31,15 +33,26 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 def covariance_factor(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and a factor R (d x min(n, d)) with R R^T the unbiased covariance (ddof 1, as pytorch-fid)."""
-    features = np.asarray(features, np.float64)
+    """Mean and a factor R (d x min(n, d)) with R R^T the unbiased covariance (ddof 1, as pytorch-fid).
+
+    Read ``CHUNK`` rows at a time in float64: the mean first, then for more rows than dimensions the R of a QR
+    of the centred rows, updated chunk by chunk (R of [R_prev; C_k]), so memory holds d x d plus one chunk
+    whatever n is. Any such R gives the same distance: it enters through R^T R and the singular values of
+    R1 R2^T, both unchanged by an orthogonal factor on the left."""
+    features = np.asarray(features)
     if features.ndim != 2 or len(features) < 2:
         raise ValueError(f"need at least 2 feature vectors (N, D), got shape {features.shape}")
-    mean = features.mean(axis=0)
-    centred = (features - mean) / np.sqrt(len(features) - 1)
-    if len(features) <= features.shape[1]:
-        return mean, centred.T
-    return mean, np.linalg.qr(centred, mode="r").T  # centred^T centred = R_qr^T R_qr
+    count, dim = features.shape
+    chunks = range(0, count, CHUNK)
+    mean = sum(features[start : start + CHUNK].sum(axis=0, dtype=np.float64) for start in chunks) / count
+    scale = np.sqrt(count - 1)
+    if count <= dim:
+        return mean, ((features.astype(np.float64) - mean) / scale).T
+    factor = np.zeros((0, dim))
+    for start in chunks:
+        centred = (features[start : start + CHUNK].astype(np.float64) - mean) / scale
+        factor = np.linalg.qr(np.concatenate([factor, centred]), mode="r")  # centred^T centred = R^T R, summed over chunks
+    return mean, factor.T
 
 
 def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:

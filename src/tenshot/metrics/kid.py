@@ -21,13 +21,14 @@ def mmd2_unbiased(a: np.ndarray, b: np.ndarray) -> float:
 def kernel_distance(a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
     """KID: mean and standard deviation of the unbiased MMD^2 over ``subsets`` random subsets of
     ``min(subset_size, len(a), len(b))`` vectors of each set, drawn without replacement by ``seed``."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
+    a, b = np.asarray(a), np.asarray(b)
     m = min(subset_size, len(a), len(b))
     if m < 2:
         raise ValueError("KID needs at least 2 feature vectors on each side")
     rng = np.random.default_rng(seed)
-    values = [
-        mmd2_unbiased(a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)]) for _ in range(subsets)
-    ]
+
+    def subset(features: np.ndarray) -> np.ndarray:  # float64 for the subset only, not a copy of the whole set
+        return np.asarray(features[rng.choice(len(features), m, replace=False)], np.float64)
+
+    values = [mmd2_unbiased(subset(a), subset(b)) for _ in range(subsets)]
     return float(np.mean(values)), float(np.std(values))

@@ -8,6 +8,8 @@ CHUNK = 1024
 
 
 def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """In float64, converting only these two chunks (not copies of the whole sets)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
     return np.clip(d, 0.0, None)
 
@@ -22,7 +24,7 @@ def _column_chunks(queries: np.ndarray, support: np.ndarray):
 
 def knn_radii(features: np.ndarray, k: int) -> np.ndarray:
     """Squared distance from each vector to its k-th nearest neighbour in the same set (itself excluded)."""
-    features = np.asarray(features, np.float64)
+    features = np.asarray(features)
     if len(features) <= k:
         raise ValueError(f"k-NN radii with k={k} need more than {k} vectors, got {len(features)}")
     radii = []
@@ -37,8 +39,7 @@ def knn_radii(features: np.ndarray, k: int) -> np.ndarray:
 
 def manifold_coverage(support: np.ndarray, radii: np.ndarray, queries: np.ndarray) -> float:
     """Share of ``queries`` inside the union of balls ``|x - support_i| <= radius_i`` (eq. 1-2)."""
-    support = np.asarray(support, np.float64)
-    queries = np.asarray(queries, np.float64)
+    support, queries = np.asarray(support), np.asarray(queries)
     inside = np.zeros(len(queries), dtype=bool)
     for rows, chunks in _column_chunks(queries, support):
         for columns, distances in chunks:
