@@ -31,9 +31,10 @@ def merged_entries(earlier: list[dict], entries: list[dict], key: tuple[str, ...
 
 
 def merged_settings(earlier: dict, settings: dict) -> dict:
-    """``settings`` with the targets and commands of an ``earlier`` publication before its own."""
+    """``settings`` with the targets and commands of an ``earlier`` publication before its own, each command once
+    (either side may itself be a merged publication, its commands joined by "; ")."""
     return {
         **settings,
         "targets": list(dict.fromkeys([*earlier["targets"], *settings["targets"]])),
-        "command": "; ".join(dict.fromkeys([*earlier["command"].split("; "), settings["command"]])),
+        "command": "; ".join(dict.fromkeys([*earlier["command"].split("; "), *settings["command"].split("; ")])),
     }

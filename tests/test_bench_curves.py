@@ -60,3 +60,7 @@ def test_a_publication_keeps_the_earlier_cells_it_does_not_redo(tmp_path, monkey
         ("domainstudio", 0, 300, 85.0), ("finetune", 0, 150, 80.0), ("finetune", 0, 300, 60.0), ("finetune", 1, 300, 74.0)]
     assert len(combined["monitor"]) == 2
     assert combined["settings"]["command"] == "python bench/curves.py; python bench/curves.py --sample-budgets 300"
+    merged_part = {**later, "settings": {**later["settings"], "command": "python bench/curves.py; python bench/curves.py --seeds 1"}}
+    curves.publish(merged_part, "parts")  # a publication merged from parts lists each command once
+    combined = json.loads((tmp_path / "parts.json").read_text())
+    assert combined["settings"]["command"].split("; ") == ["python bench/curves.py", "python bench/curves.py --sample-budgets 300", "python bench/curves.py --seeds 1"]
