@@ -133,12 +133,19 @@ def adapt(config: AdaptConfig, resume: bool = False) -> RunResult:
     from .data import load_domain
     from .data.images import to_tensor
     from .methods import build_method, is_one_step, method_options
+    from .models.text_to_image import TextToImageModel
     from .models.unet import load_model
 
     config.validate()
-    method_options(config.method, config.options)  # a bad method or option fails before any work
+    prompted = "prompt" in config.options  # a text-to-image run (--prompt)
+    method_options(config.method, config.options, text=prompted)  # a bad method or option fails before any work
     out = Path(config.out)
     model = load_model(config.source)
+    if isinstance(model, TextToImageModel) != prompted:
+        raise TenshotError(
+            f"{config.source}: a text-to-image pipeline; adapt it with --prompt (and --class-prompt)" if not prompted
+            else f"--prompt is for text-to-image sources (a Stable Diffusion pipeline folder); {config.source} is unconditional"
+        )  # fmt: skip
     if is_one_step(model.unet):
         raise TenshotError(f"{config.source}: a one-step generator (tenshot distill), not a diffusion model; adapt its teacher instead")
     images = load_domain(config.target, model.size, default_split="shots", minimum=1)
@@ -156,6 +163,8 @@ def adapt(config: AdaptConfig, resume: bool = False) -> RunResult:
         raise TenshotError(f"--source-data is for methods that use source images (phasic); {config.method} does not")
     method.setup(to_tensor(images))
     prepare_run(out, config, resume)
+    if method.needs_class_images:
+        method.class_pixels = to_tensor(_class_images(model, method.options))
     initialisation = method.initialisation()
     if initialisation is not None:
         initialised_alone = _initialise(method, initialisation, source, config, out, resume)
@@ -163,6 +172,27 @@ def adapt(config: AdaptConfig, resume: bool = False) -> RunResult:
             return initialised_alone
     monitor = _copy_monitor(images, config)
     return _train_and_export(method, images, config.train, out, resume, monitor, config.stop_on_copies)
+
+
+def _class_images(model, options) -> np.ndarray:
+    """A text-to-image run's class images (:func:`tenshot.source_images.prompt_samples`): drawn once by the main
+    process on the training device and cached, then read from the cache by every process."""
+    from .source_images import prompt_samples
+    from .train.loop import distributed_state
+
+    state = distributed_state()
+    draw = (model, options.class_prompt, options.class_images, options.class_steps, options.guidance_scale)
+    if state.is_main_process:
+        prompt_samples(*draw, device=state.device)
+    state.wait_for_everyone()
+    return prompt_samples(*draw, device=state.device)
+
+
+def _refuse_text_to_image(model, reference: str, command: str) -> None:
+    from .models.text_to_image import TextToImageModel
+
+    if isinstance(model, TextToImageModel):
+        raise TenshotError(f"{reference}: a text-to-image pipeline; {command} takes unconditional models (adapt, sample and evaluate take both)")
 
 
 def _copy_monitor(shots: np.ndarray, config: AdaptConfig):
@@ -220,6 +250,7 @@ def distill(config: DistillConfig, resume: bool = False) -> RunResult:
     method_options(config.method, config.options)
     out = Path(config.out)
     model = load_model(config.model)
+    _refuse_text_to_image(model, config.model, "distill")
     teacher = config.data in ("teacher", "teacher+shots")
     if config.data in ("shots", "teacher+shots"):
         given = load_domain(_adapt_run_shots(config.model), model.size, default_split="shots")
@@ -262,6 +293,10 @@ def sample(config: SampleConfig, progress: bool = False) -> SampleResult:
     if occupied(out):
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
     method = load_for_sampling(config.model, resolve_device(config.device))
+    if hasattr(method, "prompted"):
+        method.prompted(config.prompt, config.guidance_scale)
+    elif config.prompt is not None or config.guidance_scale is not None:
+        raise TenshotError(f"--prompt and --guidance-scale are for text-to-image models; {config.model} is unconditional")
     started = time.perf_counter()
     with torch.no_grad():
         images = generate(method, config.n, steps=config.steps, sampler=config.sampler, eta=config.eta, seed=config.seed, batch_size=config.batch_size, progress=progress)
@@ -336,6 +371,7 @@ def translate(config: TranslateConfig, progress: bool = False) -> TranslateResul
     if occupied(out):
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
     method = load_for_sampling(config.model, resolve_device(config.device))
+    _refuse_text_to_image(method.model, config.model, "translate")
     config.check(method.model.size)
     files = domain_files(config.input, method.model.size, default_split="all")[: config.n]
     names = _output_names(config.input, files)

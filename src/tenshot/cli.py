@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .config import METHOD_TRAIN_DEFAULTS, SAMPLERS, TRANSLATION_OUTPUTS, AdaptConfig, DemoConfig, DistillConfig, PretrainConfig, SampleConfig, TrainConfig, TranslateConfig, adapt_train_defaults
+from .config import METHOD_TRAIN_DEFAULTS, SAMPLERS, TEXT_TRAIN_DEFAULTS, TRANSLATION_OUTPUTS, AdaptConfig, DemoConfig, DistillConfig, PretrainConfig, SampleConfig, TrainConfig, TranslateConfig, adapt_train_defaults
 from .errors import Interrupted, TenshotError
 
 
@@ -65,6 +65,11 @@ def _given_flags() -> set[str]:
 
 def _method_defaults_help() -> str:
     """--help text: each method's training defaults that replace the ones shown (config.METHOD_TRAIN_DEFAULTS)."""
+    return " ".join(f"{method}: {_defaults_text(values)}." for method, values in METHOD_TRAIN_DEFAULTS.items())
+
+
+def _defaults_text(values: dict) -> str:
+    """``steps 800, lr 5e-06, no-flip``: training settings as their flags would give them."""
 
     def setting(name, value):
         name = name.replace("_", "-")
@@ -72,7 +77,7 @@ def _method_defaults_help() -> str:
             return name if value else f"no-{name}"
         return f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
 
-    return " ".join(f"{method}: {', '.join(setting(k, v) for k, v in values.items())}." for method, values in METHOD_TRAIN_DEFAULTS.items())
+    return ", ".join(setting(k, v) for k, v in values.items())
 
 
 def _echo_main(text: str) -> None:
@@ -165,7 +170,9 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
     help="Adapt a source model to a few target images. Defaults fit about 5 minutes at 32 px on 2 CPU cores "
     "(crdi about 7). A method's own training defaults replace those shown below where the flag is not given: "
     + _method_defaults_help()
-    + " Any method with --option adapter=lora: lr 0.001."
+    + " Any method with --option adapter=lora: lr 0.001. A text-to-image run (--prompt): "
+    + _defaults_text(TEXT_TRAIN_DEFAULTS)
+    + "."
 )
 @click.option("--source", default=ADAPT.source, show_default=True, help="Source model: run folder, LoRA adapter folder (RUN/adapter: its base with it merged in), diffusers folder, asset name or hub id.")
 @click.option("--target", default=ADAPT.target, show_default=True, help="Folder of target images or emoji:STYLE[:SPLIT] (default split shots).")
@@ -180,6 +187,8 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
     "shots are to each other (the memorisation monitor, logged at every preview), and export the EMA of the last "
     "preview at or below it. Off by default.",
 )  # fmt: skip
+@click.option("--prompt", default=None, help="Text-to-image sources (a Stable Diffusion pipeline folder): the instance prompt of the target images, e.g. 'a [V] house'.")
+@click.option("--class-prompt", default=None, help="Text-to-image sources: the class prompt whose images the source draws for prior preservation (and domainstudio's distances), e.g. 'a house'.")
 @click.option("--out", required=True, help="Run folder.")
 @_training_options(ADAPT.train)
 def adapt(**values):
@@ -187,11 +196,11 @@ def adapt(**values):
 
     resume = values.pop("resume")
     options = _parse_options(values.pop("options"))
-    train = _train_config(adapt_train_defaults(values["method"], options), values, _given_flags())
-    for flag in ("stage", "fusion_steps"):
+    for flag in ("prompt", "class_prompt", "stage", "fusion_steps"):  # flags that are method options
         if values[flag] is not None:
             options[flag] = values[flag]
         values.pop(flag)
+    train = _train_config(adapt_train_defaults(values["method"], options), values, _given_flags())
     config = AdaptConfig(train=train, options=options, **values)
     result = api.adapt(config, resume=resume)
     if result.stopped is not None:
@@ -288,9 +297,11 @@ SAMPLE = SampleConfig()
 @click.option("--seed", type=int, default=SAMPLE.seed, show_default=True, help="Image k uses seed (seed, k) at any batch size.")
 @click.option("--batch-size", type=int, default=None, help="Images per sampling call (default: 16 on a CPU, 64 on an accelerator); image k's noise does not depend on it.")
 @DEVICE_OPTION
+@click.option("--prompt", default=None, help="Text-to-image models: the prompt (default: a run's instance prompt).")
+@click.option("--guidance-scale", type=float, default=None, help="Text-to-image models: classifier-free guidance scale (default: the run's, 7.5).")
 @click.option("--out", required=True, help="Folder for 000000.png, ...; the grid goes to OUT.png.")
 def sample(model, **values):
-    """Draw images from MODEL (run folder, diffusers folder, asset name or hub id)."""
+    """Draw images from MODEL (run folder, diffusers folder, Stable Diffusion pipeline folder, asset name or hub id)."""
     from . import api
 
     result = api.sample(SampleConfig(model=model, **values), progress=True)

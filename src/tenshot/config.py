@@ -108,14 +108,21 @@ METHOD_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "crdi": {"steps": 1500, "batch_size": 10, "lr": 0.05, "grad_clip": 0.0, "flip": False, "checkpoint_every": 500, "preview_every": 500},
 }
 
+# A text-to-image run (a prompt given; tenshot.methods.text_to_image) trains with the DomainStudio code's README
+# settings whatever the method: lr 5e-6, 4 instance images a step (and as many class images), 800 steps, no flips.
+TEXT_TRAIN_DEFAULTS: dict[str, Any] = {"steps": 800, "batch_size": 4, "lr": 5e-6, "flip": False, "checkpoint_every": 200, "preview_every": 200}
+
 
 def adapt_train_defaults(method: str, options: dict | None = None) -> TrainConfig:
     """``adapt``'s training defaults for ``method``: batch 8, lr 1e-4, 300 steps, with the method's overrides
-    (and LoRA's learning rate when ``options`` ask for ``adapter=lora``)."""
+    (and LoRA's learning rate when ``options`` ask for ``adapter=lora``; a text-to-image run's when they give a
+    ``prompt``)."""
     base = TrainConfig(steps=300, batch_size=8, lr=1e-4, checkpoint_every=100, preview_every=100)
     overrides = dict(METHOD_TRAIN_DEFAULTS.get(method, {}))
     if (options or {}).get("adapter") == "lora":
         overrides["lr"] = LORA_LR
+    if (options or {}).get("prompt"):
+        overrides = dict(TEXT_TRAIN_DEFAULTS)
     return dataclasses.replace(base, **overrides)
 
 
@@ -232,12 +239,17 @@ class SampleConfig:
     seed: int = 0
     batch_size: int | None = None  # None: sampling.default_sample_batch of the model's device
     device: str = "auto"
+    # text-to-image models: the prompt and classifier-free guidance scale (None: a run's own)
+    prompt: str | None = None
+    guidance_scale: float | None = None
 
     def validate(self) -> None:
         check_device(self.device)
         if self.n < 1 or self.steps < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise TenshotError("n, steps and batch-size must be at least 1")
         check_sampler(self.sampler)
+        if self.guidance_scale is not None and not self.guidance_scale >= 0:
+            raise TenshotError(f"guidance-scale must be a number >= 0, got {self.guidance_scale}")
         if not 0.0 <= self.eta <= 1.0:
             raise TenshotError(f"eta must be in [0, 1], got {self.eta}")
 

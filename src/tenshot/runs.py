@@ -3,6 +3,8 @@ back the ``config.yaml`` that names its method, options and data."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 from .cache import remove_staging, replace_folder
@@ -102,16 +104,19 @@ def model_card(run_config: dict, one_step_key: str | None = None) -> str:
     id) and how the run was made and is sampled, from its ``config.yaml``."""
     method = run_config.get("method", "pretrain")
     base = run_config.get("source") or run_config.get("model")
+    prompt = (run_config.get("options") or {}).get("prompt")
     tags = ["tenshot", "few-shot" if method != "pretrain" else "from-scratch", method]
-    meta = ["library_name: diffusers", "pipeline_tag: unconditional-image-generation", f"tags: [{', '.join(tags)}]"]
+    task = "text-to-image" if prompt else "unconditional-image-generation"
+    meta = ["library_name: diffusers", f"pipeline_tag: {task}", f"tags: [{', '.join(tags)}]"]
     if base and str(base).count("/") == 1 and not Path(str(base)).exists():
         meta.append(f"base_model: {base}")
     made = {"source": "from", "model": "distilled from", "target": "to the images of", "data": "on"}
     origin = ", ".join(f"{label} `{run_config[key]}`" for key, label in made.items() if run_config.get(key))
     steps = (run_config.get("train") or {}).get("steps")
+    pipeline, call = ("StableDiffusionPipeline", f"({json.dumps(prompt)}, num_images_per_prompt=4)") if prompt else ("DDPMPipeline", "(batch_size=16)")
     lines = ["---", *meta, "---", "", f"# {method}, made with tenshot", "",
              f"`{method}` {origin}, {steps} optimiser steps; the weights are the run's EMA. The run's `config.yaml` has every setting.", "",
-             "```python", "from diffusers import DDPMPipeline", "", 'images = DDPMPipeline.from_pretrained("PATH/TO/model")(batch_size=16).images', "```", ""]  # fmt: skip
+             "```python", f"from diffusers import {pipeline}", "", f'images = {pipeline}.from_pretrained("PATH/TO/model"){call}.images', "```", ""]  # fmt: skip
     card = "\n".join(lines)
     return card + ("\n" + ONE_STEP_SNIPPET.format(key=one_step_key) if one_step_key else "")
 
@@ -125,7 +130,7 @@ def write_weights(method, out: Path) -> None:
 
     from .methods.gdd import ONE_STEP_KEY, is_one_step
     from .models.lora import has_lora, merged, save_adapter
-    from .models.unet import DiffusionModel, save_model
+    from .models.unet import save_model
 
     unet = method.model.unet
     run_config = read_run_config(out) or {}
@@ -135,7 +140,7 @@ def write_weights(method, out: Path) -> None:
         replace_folder(out / "adapter", lambda staging: save_adapter(unet, staging, base))
         unet = merged(unet)
     card = model_card(run_config, ONE_STEP_KEY if is_one_step(unet) else None)
-    replace_folder(out / "model", lambda staging: save_model(DiffusionModel(unet, method.model.schedule), staging, card))
+    replace_folder(out / "model", lambda staging: save_model(dataclasses.replace(method.model, unet=unet), staging, card))
     extra = method.extra_tensors()
     if extra:
         save_file({k: v.detach().cpu().contiguous() for k, v in extra.items()}, out / "method.safetensors")

@@ -85,11 +85,11 @@ def generate(method, n: int, *, steps: int = 25, sampler: str = "ddim", eta: flo
     whatever ``batch_size``."""
     from .diffusion.samplers import randn
 
-    size = method.model.size
+    shape = method.model.noise_shape
     device = next(method.model.unet.parameters()).device
 
     def draw(first: int, generators) -> torch.Tensor:
-        noise = randn((len(generators), 3, size, size), generators, device)
+        noise = randn((len(generators), *shape), generators, device)
         return method.sample(noise, steps=steps, sampler=sampler, eta=eta, generators=generators)
 
     return _in_batches(n, batch_size or default_sample_batch(device), seed, start, "sample", progress, draw)

@@ -1,4 +1,5 @@
-"""Source-domain images for the methods that need them (Phasic: the DDC direction, the fusion initialisation).
+"""Source-domain images for the methods that need them (Phasic: the DDC direction, the fusion initialisation;
+text-to-image runs: the class images of their class prompt, :func:`prompt_samples`).
 
 Where they come from, in order (METHODS.md, "How tenshot applies them"):
 
@@ -29,6 +30,7 @@ from .models.unet import DiffusionModel, resolve_model_folder
 
 SAMPLE_STEPS = 25
 SAMPLES_VERSION = "source-samples-1"
+PROMPT_SAMPLES_VERSION = "prompt-samples-1"
 _PRETRAIN_DATA = re.compile(r"tenshot\s+pretrain\b[^`]*?--data[ =]+(\S+)")
 
 
@@ -73,6 +75,24 @@ def _sampled(model: DiffusionModel, count: int) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     with torch.no_grad():
         images = generate(FineTune(model).eval(), count, steps=SAMPLE_STEPS, seed=0, progress=True)
+    replace_file(path, lambda staging: np.save(staging, images, allow_pickle=False))
+    return images
+
+
+def prompt_samples(model, prompt: str, count: int, steps: int, guidance_scale: float, device="cpu") -> np.ndarray:
+    """``count`` images of a text-to-image source model for ``prompt`` (DreamBooth's class images: classifier-free
+    guidance ``guidance_scale``, ``steps`` DDIM steps, seed 0), cached under ``<cache>/prompt-samples`` by the UNet's
+    weights, the prompt and the settings. Drawn on ``device``; the model is left there."""
+    from .methods.text_to_image import TextFineTune, TextFineTuneOptions
+    from .sampling import generate
+
+    key = content_key(PROMPT_SAMPLES_VERSION, model_fingerprint(model), prompt, count, steps, guidance_scale)
+    path = cache_root() / "prompt-samples" / f"{key}.npy"
+    if path.is_file():
+        return np.load(path, allow_pickle=False)
+    options = TextFineTuneOptions(prompt=prompt, guidance_scale=guidance_scale, gradient_checkpointing=False)
+    with torch.no_grad():
+        images = generate(TextFineTune(model, options).to(device).eval(), count, steps=steps, seed=0, progress=True)
     replace_file(path, lambda staging: np.save(staging, images, allow_pickle=False))
     return images
 

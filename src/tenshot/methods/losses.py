@@ -42,16 +42,18 @@ def diffusion_loss(
 ) -> dict[str, torch.Tensor]:
     """The denoising loss on clean images ``x0``: uniform t, Gaussian noise, weighted MSE to the target.
 
-    Returns the loss and the pieces other methods reuse (``t``, ``x_t``, the network output, its prediction).
+    Returns the loss and the pieces other methods reuse (``t``, ``x_t``, the network output, its prediction,
+    ``weighted``: each sample's weighted error, whose mean is the loss).
     """
     batch = x0.shape[0]
     t = torch.randint(0, schedule.num_train_timesteps, (batch,), generator=generator).to(x0.device)
     x_t, noise = noised(schedule, x0, t, generator)
     output = unet(x_t, t).sample.float()
     weight = min_snr_weight(schedule, t, snr_gamma).to(x0.device)
-    per_sample = prediction_error(output, schedule.target(x0, noise, t))
+    weighted = weight * prediction_error(output, schedule.target(x0, noise, t))
     return {
-        "loss": (weight * per_sample).mean(),
+        "loss": weighted.mean(),
+        "weighted": weighted,
         "t": t,
         "x_t": x_t,
         "noise": noise,

@@ -89,6 +89,8 @@ def load_samples(config: EvaluateConfig, progress: bool = False) -> tuple[np.nda
     from ..sampling import generate, load_for_sampling, resolve_device
 
     method = load_for_sampling(source, resolve_device(config.device))
+    if hasattr(method, "prompted"):  # a text-to-image model samples from its run's prompt; none is one clear error
+        method.prompted(None, None)
     size = method.model.size
     if config.size not in (None, size):
         raise TenshotError(f"{source}: the model makes {size} px images; drop --size {config.size} or set it to {size}")

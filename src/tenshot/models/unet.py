@@ -2,7 +2,7 @@
 
 A *model reference* is any of: a run folder (``runs/NAME``, whose ``model/`` is used), a LoRA adapter folder
 (``runs/NAME/adapter``: its base model with the adapter merged in), a diffusers folder (``config.json`` + weights + ``scheduler_config.json``, or a pipeline folder with ``unet/`` and
-``scheduler/``), a shipped asset name (``noto-32``) or a hub id (``google/ddpm-cifar10-32``, online only).
+``scheduler/``; a Stable Diffusion pipeline folder loads as a :mod:`tenshot.models.text_to_image` model), a shipped asset name (``noto-32``) or a hub id (``google/ddpm-cifar10-32``, online only).
 tenshot writes pipeline folders (:func:`save_model`), which diffusers' ``DDPMPipeline`` loads as they are.
 """
 
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..diffusion.schedule import NoiseSchedule, Prediction, default_scheduler_config
+from ..diffusion.schedule import NoiseSchedule, default_scheduler_config
 from ..errors import TenshotError
+from .diffusion_model import SCHEDULER_FILE, DiffusionModel
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Tests: seconds per step on a CPU.
@@ -28,8 +28,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "base": {"block_out_channels": (64, 128, 192, 256), "layers_per_block": 2, "norm_num_groups": 32, "attention": (3,)},
 }
 
-SCHEDULER_FILE = "scheduler_config.json"
-PIPELINE_FILE = "model_index.json"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 
 
@@ -57,49 +55,13 @@ def build_unet(preset: str, size: int):
     )
 
 
-@dataclass
-class DiffusionModel:
-    """A UNet and the noise schedule it was trained with."""
-
-    unet: torch.nn.Module
-    schedule: NoiseSchedule
-
-    @property
-    def size(self) -> int:
-        size = self.unet.config.sample_size
-        return size if isinstance(size, int) else size[0]
-
-    def denoiser(self, unet: torch.nn.Module | None = None) -> UNetDenoiser:
-        return UNetDenoiser(unet if unet is not None else self.unet, self.schedule)
-
-
-class UNetDenoiser:
-    """``denoiser(x, t) -> Prediction`` for the samplers: runs the UNet and reads its prediction type."""
-
-    def __init__(self, unet: torch.nn.Module, schedule: NoiseSchedule):
-        self.unet = unet
-        self.schedule = schedule
-
-    def __call__(self, x: torch.Tensor, t: int) -> Prediction:
-        times = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
-        output = self.unet(x, times).sample.to(x.dtype)
-        return self.schedule.predict(output, x, times)
-
-
 def save_model(model: DiffusionModel, folder: str | Path, card: str | None = None) -> Path:
-    """Write a diffusers pipeline folder that ``DDPMPipeline.from_pretrained`` (or ``DDIMPipeline``) loads:
-    ``model_index.json``, ``unet/`` (config and safetensors weights), ``scheduler/scheduler_config.json``, and the
-    model ``card`` as ``README.md`` when given."""
-    import diffusers
-
+    """Write a diffusers pipeline folder that ``DDPMPipeline.from_pretrained`` (or ``DDIMPipeline``; a text-to-image
+    model: ``StableDiffusionPipeline``) loads (:meth:`DiffusionModel.write`), and the model ``card`` as ``README.md``
+    when given."""
     folder = Path(folder)
-    (folder / "scheduler").mkdir(parents=True, exist_ok=True)
-    model.unet.save_pretrained(folder / "unet", safe_serialization=True)
-    scheduler = {"_class_name": "DDPMScheduler", **model.schedule.config}
-    (folder / "scheduler" / SCHEDULER_FILE).write_text(json.dumps(scheduler, indent=2, default=list) + "\n")
-    index = {"_class_name": "DDPMPipeline", "_diffusers_version": diffusers.__version__,
-             "scheduler": ["diffusers", scheduler["_class_name"]], "unet": ["diffusers", "UNet2DModel"]}  # fmt: skip
-    (folder / PIPELINE_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    folder.mkdir(parents=True, exist_ok=True)
+    model.write(folder)
     if card is not None:
         (folder / "README.md").write_text(card)
     return folder
@@ -154,7 +116,7 @@ def _download(repo_id: str) -> Path:
         folder = Path(
             snapshot_download(
                 repo_id,
-                allow_patterns=["*.json", "*.safetensors", "unet/*.json", "unet/*.safetensors", "scheduler/*.json"],
+                allow_patterns=["*.json", "*.safetensors", "unet/*.json", "unet/*.safetensors", "scheduler/*.json", "tokenizer/*"],
             )
         )
     except HFValidationError:
@@ -172,11 +134,14 @@ def load_model(reference: str | Path, device: str | torch.device = "cpu") -> Dif
     from diffusers import UNet2DModel
 
     from .lora import adapter_base, apply_adapter, is_adapter
+    from .text_to_image import is_text_to_image, load_text_to_image
 
     if is_adapter(Path(reference)):
         base = load_model(adapter_base(Path(reference)))
         return DiffusionModel(unet=apply_adapter(base.unet, Path(reference)).to(device).eval(), schedule=base.schedule)
     folder = resolve_model_folder(reference)
+    if is_text_to_image(folder):
+        return load_text_to_image(folder, device)
     unet_folder, scheduler_file = _diffusers_layout(folder)
     if not (unet_folder / WEIGHTS_FILE).is_file():
         raise TenshotError(f"{unet_folder}: no {WEIGHTS_FILE} (tenshot reads safetensors weights only)")

@@ -361,10 +361,9 @@ class Trainer:
         if not self.is_main or self.config.preview_count == 0:
             return None
         method = self.method
-        size = method.model.size
         device = self.accelerator.device
         generators = sample_generators(self.config.seed, range(self.config.preview_count))
-        noise = randn((self.config.preview_count, 3, size, size), generators, device)
+        noise = randn((self.config.preview_count, *method.model.noise_shape), generators, device)
         module = method.averaged_module()
         current = {name: value.clone() for name, value in module.state_dict().items()}
         self.ema.copy_to(module)

@@ -1,0 +1,186 @@
+"""Text-to-image DomainStudio and DreamBooth on a tiny random Stable Diffusion pipeline built here from configs
+(UNet, VAE, CLIP text encoder and a character-level tokenizer written by the test): CPU, seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import write_images
+from test_cli import check_bad_result, invoke
+
+PIXELS = 16  # 8 latent pixels, VAE factor 2
+
+
+def build_tiny_pipeline(folder: Path) -> Path:
+    """A ``StableDiffusionPipeline`` folder of random weights, in diffusers' layout."""
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    letters = list("abcdefghijklmnopqrstuvwxyz[]")
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    vocab.update({token: len(vocab) + i for i, token in enumerate(letters + [f"{c}</w>" for c in letters])})
+    words = folder.parent / "vocabulary"
+    words.mkdir(parents=True, exist_ok=True)
+    (words / "vocab.json").write_text(json.dumps(vocab))
+    (words / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(words / "vocab.json"), str(words / "merges.txt"), model_max_length=16)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                       max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    )  # fmt: skip
+    unet = UNet2DConditionModel(
+        sample_size=PIXELS // 2, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+    )  # fmt: skip
+    vae = AutoencoderKL(
+        block_out_channels=(16, 32), latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8, sample_size=PIXELS,
+    )  # fmt: skip
+    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, steps_offset=1)
+    pipeline = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)  # fmt: skip
+    pipeline.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pipeline_folder(tmp_path_factory) -> Path:
+    return build_tiny_pipeline(tmp_path_factory.mktemp("sd") / "pipeline")
+
+
+@pytest.fixture
+def model(pipeline_folder):
+    from tenshot.models.unet import load_model
+
+    return load_model(pipeline_folder)
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("TENSHOT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_a_pipeline_folder_loads_as_a_latent_model(model):
+    from tenshot.models.text_to_image import TextToImageModel
+
+    assert isinstance(model, TextToImageModel)
+    assert model.size == PIXELS and model.noise_shape == (4, PIXELS // 2, PIXELS // 2)
+    assert not any(p.requires_grad for p in [*model.vae.parameters(), *model.text_encoder.parameters()])
+    images = torch.rand(2, 3, PIXELS, PIXELS) * 2 - 1
+    latents = model.encode(images)
+    assert latents.shape == (2, 4, PIXELS // 2, PIXELS // 2)
+    assert torch.equal(latents, model.encode(images))  # the posterior mean: the same whenever it is computed
+    assert model.decode(latents).shape == images.shape
+    assert model.embed(["a [v] house", ""]).shape == (2, 16, 32)
+
+
+def test_guidance_scale_one_is_the_conditional_prediction_and_zero_the_unconditional(model):
+    from tenshot.methods.text_to_image import GuidedDenoiser
+
+    states = model.embed(["a house", ""])
+    x = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    times = torch.full((3,), 500)
+
+    def plain(state):
+        return model.schedule.predict(model.unet(x, times, encoder_hidden_states=state.expand(3, -1, -1)).sample, x, times).eps
+
+    with torch.no_grad():
+        for scale, expected in ((1.0, plain(states[:1])), (0.0, plain(states[1:]))):
+            guided = GuidedDenoiser(model.unet, model.schedule, states[:1], states[1:], scale)(x, 500).eps
+            assert torch.allclose(guided, expected, atol=1e-5)
+
+
+def _batch(seed: int, count: int = 3):
+    from tenshot.methods import Batch
+
+    return Batch(images=torch.rand(count, 3, PIXELS, PIXELS, generator=torch.Generator().manual_seed(seed)) * 2 - 1,
+                 generator=torch.Generator().manual_seed(seed))  # fmt: skip
+
+
+def test_domainstudio_terms_vanish_when_the_prompts_agree_at_the_start(model):
+    """With the instance prompt equal to the class prompt, the adapted and the frozen source UNets see the same
+    inputs before any step: both pairwise KLs are exactly 0, and only the UNet receives gradients."""
+    from tenshot.methods import build_method
+
+    method = build_method("domainstudio", model, {"prompt": "a house", "class_prompt": "a house", "gradient_checkpointing": False})
+    method.class_pixels = torch.rand(4, 3, PIXELS, PIXELS) * 2 - 1
+    terms = method.losses(_batch(0), 0)
+    assert float(terms["image_kl"]) == pytest.approx(0.0, abs=1e-7) and float(terms["hf_kl"]) == pytest.approx(0.0, abs=1e-7)
+    assert float(terms["prior"]) > 0 and float(terms["hf_mse"]) > 0
+    terms["total"].backward()
+    trained = {name for name, p in method.named_parameters() if p.grad is not None}
+    assert trained and all(name.startswith("unet.") for name in trained)
+    assert {name for name, p in method.named_parameters() if p.requires_grad} == {name for name, _ in method.unet.named_parameters(prefix="unet")}
+
+
+def test_the_hf_mse_pairs_each_prediction_with_its_own_image(model, monkeypatch):
+    """L_hfmse compares the decoded prediction of instance i with instance image i (the official code draws its
+    references from a second, independently shuffled loader): permuting the references changes it."""
+    from tenshot.methods import build_method, text_to_image
+
+    method = build_method("domainstudio", model, {"prompt": "a [v] house", "class_prompt": "a house", "prior_weight": 0.0, "gradient_checkpointing": False})
+    seen = []
+    original = text_to_image.high_frequency
+    monkeypatch.setattr(text_to_image, "high_frequency", lambda x: seen.append(x) or original(x))
+    batch = _batch(1)
+    terms = method.losses(batch, 0)
+    adapted_hf, references = original(seen[0].detach()), seen[-1]
+    assert torch.equal(references, batch.images)
+    assert float(terms["hf_mse"]) == pytest.approx(float(((adapted_hf - original(batch.images)) ** 2).mean()), rel=1e-6)
+
+
+def test_adapt_then_sample_with_a_prompt_end_to_end(pipeline_folder, tmp_path, isolated_cache):
+    from diffusers import StableDiffusionPipeline
+
+    target = write_images(tmp_path / "houses", 4, PIXELS)
+    run = tmp_path / "run"
+    argv = ["adapt", "--source", pipeline_folder, "--target", target, "--method", "domainstudio", "--prompt", "a [v] house",
+            "--class-prompt", "a house", "--steps", "2", "--batch-size", "3", "--checkpoint-every", "1", "--preview-every", "2",
+            "--preview-count", "2", "--option", "class_images=3", "--option", "class_steps=2", "--out", run]  # fmt: skip
+    status, stdout, stderr = invoke(argv)
+    assert status == 0, stderr
+    settings = yaml.safe_load((run / "config.yaml").read_text())
+    assert settings["options"]["prompt"] == "a [v] house" and settings["train"]["lr"] == 5e-6 and not settings["train"]["flip"]
+    assert len(list((isolated_cache / "prompt-samples").glob("*.npy"))) == 1
+    card = (run / "model" / "README.md").read_text()
+    assert "pipeline_tag: text-to-image" in card and "StableDiffusionPipeline" in card
+
+    pipeline = StableDiffusionPipeline.from_pretrained(run / "model")
+    images = pipeline("a [v] house", num_inference_steps=2, height=PIXELS, width=PIXELS, output_type="np").images
+    assert images.shape == (1, PIXELS, PIXELS, 3) and np.isfinite(images).all()
+
+    out = tmp_path / "samples"
+    status, _, stderr = invoke(["sample", run, "--n", "2", "--steps", "2", "--prompt", "a [v] house", "--guidance-scale", "3", "--out", out])
+    assert status == 0, stderr
+    assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png"]
+
+    finetune = tmp_path / "dreambooth"
+    status, _, stderr = invoke([*argv[:6], "finetune", *argv[7:-1], finetune])
+    assert status == 0, stderr
+    assert len(list((isolated_cache / "prompt-samples").glob("*.npy"))) == 1  # the class images came from the cache
+
+
+def test_text_to_image_misuse_is_one_line(pipeline_folder, tmp_path, isolated_cache):
+    target = write_images(tmp_path / "houses", 4, PIXELS)
+    cases = [
+        (["adapt", "--source", pipeline_folder, "--target", target, "--out", tmp_path / "a"], "adapt it with --prompt"),
+        (["adapt", "--source", pipeline_folder, "--target", target, "--prompt", "a [v] house", "--method", "crdi", "--out", tmp_path / "b"],
+         "crdi does not adapt a text-to-image model"),
+        (["adapt", "--target", target, "--prompt", "a [v] house", "--out", tmp_path / "c"], "--prompt is for text-to-image sources"),
+        (["sample", pipeline_folder, "--n", "1", "--out", tmp_path / "d"], "give --prompt"),
+        (["sample", "noto-32", "--n", "1", "--prompt", "a house", "--out", tmp_path / "e"], "are for text-to-image models"),
+        (["evaluate", pipeline_folder, "--reference", target, "--n", "4", "--out", tmp_path / "f.json"], "give --prompt"),
+        (["translate", pipeline_folder, "--input", target, "--out", tmp_path / "g"], "translate takes unconditional models"),
+        (["distill", pipeline_folder, "--out", tmp_path / "h"], "distill takes unconditional models"),
+    ]  # fmt: skip
+    for argv, expected in cases:
+        check_bad_result(expected, argv[-1], *invoke(argv))
