@@ -168,6 +168,13 @@ def test_adapt_then_sample_with_a_prompt_end_to_end(pipeline_folder, tmp_path, i
     assert status == 0, stderr
     assert len(list((isolated_cache / "prompt-samples").glob("*.npy"))) == 1  # the class images came from the cache
 
+    lora = tmp_path / "lora"
+    status, stdout, stderr = invoke([*argv[:6], "lora", *argv[7:-1], lora])
+    assert status == 0, stderr
+    assert yaml.safe_load((lora / "config.yaml").read_text())["train"]["lr"] == 5e-5 and "adapter:" in stdout
+    status, _, stderr = invoke(["sample", lora / "adapter", "--n", "1", "--steps", "2", "--prompt", "a [v] house", "--out", tmp_path / "from-adapter"])
+    assert status == 0, stderr
+
 
 def test_text_to_image_misuse_is_one_line(pipeline_folder, tmp_path, isolated_cache):
     target = write_images(tmp_path / "houses", 4, PIXELS)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .config import METHOD_TRAIN_DEFAULTS, SAMPLERS, TEXT_TRAIN_DEFAULTS, TRANSLATION_OUTPUTS, AdaptConfig, DemoConfig, DistillConfig, PretrainConfig, SampleConfig, TrainConfig, TranslateConfig, adapt_train_defaults
+from .config import METHOD_TRAIN_DEFAULTS, SAMPLERS, TEXT_LORA_LR, TEXT_TRAIN_DEFAULTS, TRANSLATION_OUTPUTS, AdaptConfig, DemoConfig, DistillConfig, PretrainConfig, SampleConfig, TrainConfig, TranslateConfig, adapt_train_defaults
 from .errors import Interrupted, TenshotError
 
 
@@ -172,7 +172,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
     + _method_defaults_help()
     + " Any method with --option adapter=lora: lr 0.001. A text-to-image run (--prompt): "
     + _defaults_text(TEXT_TRAIN_DEFAULTS)
-    + "."
+    + f" (a LoRA: lr {TEXT_LORA_LR:g})."
 )
 @click.option("--source", default=ADAPT.source, show_default=True, help="Source model: run folder, LoRA adapter folder (RUN/adapter: its base with it merged in), diffusers folder, asset name or hub id.")
 @click.option("--target", default=ADAPT.target, show_default=True, help="Folder of target images or emoji:STYLE[:SPLIT] (default split shots).")

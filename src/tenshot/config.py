@@ -109,8 +109,10 @@ METHOD_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 # A text-to-image run (a prompt given; tenshot.methods.text_to_image) trains with the DomainStudio code's README
-# settings whatever the method: lr 5e-6, 4 instance images a step (and as many class images), 800 steps, no flips.
+# settings whatever the method: lr 5e-6, 4 instance images a step (and as many class images), 800 steps, no flips;
+# a LoRA at 10x that learning rate, as above.
 TEXT_TRAIN_DEFAULTS: dict[str, Any] = {"steps": 800, "batch_size": 4, "lr": 5e-6, "flip": False, "checkpoint_every": 200, "preview_every": 200}
+TEXT_LORA_LR = 5e-5
 
 
 def adapt_train_defaults(method: str, options: dict | None = None) -> TrainConfig:
@@ -123,6 +125,8 @@ def adapt_train_defaults(method: str, options: dict | None = None) -> TrainConfi
         overrides["lr"] = LORA_LR
     if (options or {}).get("prompt"):
         overrides = dict(TEXT_TRAIN_DEFAULTS)
+        if method == "lora" or options.get("adapter") == "lora":
+            overrides["lr"] = TEXT_LORA_LR
     return dataclasses.replace(base, **overrides)
 
 

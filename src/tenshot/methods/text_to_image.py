@@ -1,6 +1,7 @@
 """Text-to-image adaptation of a Stable Diffusion pipeline (:mod:`tenshot.models.text_to_image`): DreamBooth
-(``--method finetune``; Ruiz et al., CVPR 2023, Eq. 2) and DomainStudio's text-to-image form (``--method
-domainstudio``; Zhu et al., arXiv 2306.14153, METHODS.md 2.5), chosen when ``--source`` is such a pipeline.
+(``--method finetune``, or ``lora`` on a LoRA of the UNet; Ruiz et al., CVPR 2023, Eq. 2) and DomainStudio's
+text-to-image form (``--method domainstudio``; Zhu et al., arXiv 2306.14153, METHODS.md 2.5), chosen when
+``--source`` is such a pipeline.
 
 Per step, on B instance images x (the target shots, prompt ``prompt``, e.g. "a [V] house") and B class images
 (prompt ``class_prompt``, e.g. "a house", drawn once by the source pipeline, ``class_images`` of them at
@@ -52,11 +53,11 @@ import torch.nn.functional as F
 
 from ..errors import TenshotError
 from ..models.text_to_image import Conditioned, TextToImageModel
-from .base import Batch, Method
+from .base import Batch, Method, make_trainable
 from .domainstudio import pairwise_similarity_kl
 from .frequency import high_frequency
 from .losses import diffusion_loss
-from .options import check_flags, check_integers, check_numbers
+from .options import check_adapter, check_choices, check_flags, check_integers, check_numbers
 
 
 @dataclass
@@ -65,7 +66,8 @@ class TextFineTuneOptions:
     the class images for prior preservation (e.g. "a house"; empty: none). ``prior_weight``: their loss's weight.
     ``class_images``, ``class_steps``: how many class images the source pipeline draws, with how many DDIM steps.
     ``guidance_scale``: classifier-free guidance of those draws and of sampling. ``snr_gamma``: min-SNR weight of
-    the denoising losses (0: off, the code's). ``gradient_checkpointing``: of the UNet (and the VAE decoder)."""
+    the denoising losses (0: off, the code's). ``gradient_checkpointing``: of the UNet (and the VAE decoder).
+    ``adapter``, ``rank``: full (every UNet weight trains) or lora (a rank-``rank`` LoRA trains), as unconditionally."""
 
     method: ClassVar[str] = "finetune"
 
@@ -77,6 +79,8 @@ class TextFineTuneOptions:
     guidance_scale: float = 7.5
     snr_gamma: float = 0.0
     gradient_checkpointing: bool = True
+    adapter: str = "full"
+    rank: int = 4
 
     def __post_init__(self):
         if not isinstance(self.prompt, str) or not isinstance(self.class_prompt, str):
@@ -84,6 +88,21 @@ class TextFineTuneOptions:
         check_numbers(self, "prior_weight", "guidance_scale", "snr_gamma")
         check_integers(self, 1, "class_images", "class_steps")
         check_flags(self, "gradient_checkpointing")
+        check_adapter(self)
+
+
+@dataclass
+class TextLoRAOptions(TextFineTuneOptions):
+    """DreamBooth's options with ``adapter`` lora (``rank``, default 4), the form in which DreamBooth adaptations
+    are usually shared."""
+
+    method: ClassVar[str] = "lora"
+
+    adapter: str = "lora"
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choices(self, adapter=("lora",))
 
 
 @dataclass
@@ -133,7 +152,7 @@ class TextFineTune(Method):
         super().__init__(model, options or TextFineTuneOptions())
         self.vae = model.vae
         self.text_encoder = model.text_encoder
-        self.unet.requires_grad_(True)
+        make_trainable(self.unet, self.options.adapter, self.options.rank)
         if self.options.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
             self.vae.enable_gradient_checkpointing()
@@ -237,7 +256,14 @@ class TextDomainStudio(TextFineTune):
         }  # fmt: skip
 
 
+class TextLoRA(TextFineTune):
+    """``--method lora`` on a text-to-image model: DreamBooth's losses on a LoRA of the UNet."""
+
+    name = "lora"
+
+
 TEXT_METHODS: dict[str, tuple[type, type]] = {
     "finetune": (TextFineTuneOptions, TextFineTune),
+    "lora": (TextLoRAOptions, TextLoRA),
     "domainstudio": (TextDomainStudioOptions, TextDomainStudio),
 }

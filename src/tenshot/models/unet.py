@@ -8,6 +8,7 @@ tenshot writes pipeline folders (:func:`save_model`), which diffusers' ``DDPMPip
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -137,8 +138,8 @@ def load_model(reference: str | Path, device: str | torch.device = "cpu") -> Dif
     from .text_to_image import is_text_to_image, load_text_to_image
 
     if is_adapter(Path(reference)):
-        base = load_model(adapter_base(Path(reference)))
-        return DiffusionModel(unet=apply_adapter(base.unet, Path(reference)).to(device).eval(), schedule=base.schedule)
+        base = load_model(adapter_base(Path(reference)), device)
+        return dataclasses.replace(base, unet=apply_adapter(base.unet, Path(reference)).to(device).eval())
     folder = resolve_model_folder(reference)
     if is_text_to_image(folder):
         return load_text_to_image(folder, device)
