@@ -112,6 +112,7 @@ def test_domainstudio_terms_vanish_when_the_prompts_agree_at_the_start(model):
     from tenshot.methods import build_method
 
     method = build_method("domainstudio", model, {"prompt": "a house", "class_prompt": "a house", "gradient_checkpointing": False})
+    method.setup(torch.zeros(0))
     method.class_pixels = torch.rand(4, 3, PIXELS, PIXELS) * 2 - 1
     terms = method.losses(_batch(0), 0)
     assert float(terms["image_kl"]) == pytest.approx(0.0, abs=1e-7) and float(terms["hf_kl"]) == pytest.approx(0.0, abs=1e-7)
@@ -128,6 +129,7 @@ def test_the_hf_mse_pairs_each_prediction_with_its_own_image(model, monkeypatch)
     from tenshot.methods import build_method, text_to_image
 
     method = build_method("domainstudio", model, {"prompt": "a [v] house", "class_prompt": "a house", "prior_weight": 0.0, "gradient_checkpointing": False})
+    method.setup(torch.zeros(0))
     seen = []
     original = text_to_image.high_frequency
     monkeypatch.setattr(text_to_image, "high_frequency", lambda x: seen.append(x) or original(x))
@@ -157,6 +159,10 @@ def test_adapt_then_sample_with_a_prompt_end_to_end(pipeline_folder, tmp_path, i
     pipeline = StableDiffusionPipeline.from_pretrained(run / "model")
     images = pipeline("a [v] house", num_inference_steps=2, height=PIXELS, width=PIXELS, output_type="np").images
     assert images.shape == (1, PIXELS, PIXELS, 3) and np.isfinite(images).all()
+
+    from tenshot.sampling import load_for_sampling
+
+    assert load_for_sampling(run).source is None  # sampling a run builds no second UNet
 
     out = tmp_path / "samples"
     status, _, stderr = invoke(["sample", run, "--n", "2", "--steps", "2", "--prompt", "a [v] house", "--guidance-scale", "3", "--out", out])

@@ -227,7 +227,11 @@ class TextDomainStudio(TextFineTune):
 
     def __init__(self, model: TextToImageModel, options: TextDomainStudioOptions | None = None):
         super().__init__(model, options or TextDomainStudioOptions())
-        self.source = copy.deepcopy(model.unet).requires_grad_(False).eval()
+        self.source: torch.nn.Module | None = None  # built by setup(): sampling a run needs no second UNet
+
+    def setup(self, target: torch.Tensor) -> None:
+        """The frozen copy of the source UNet whose predictions give the source distances (before any step)."""
+        self.source = copy.deepcopy(self.unet).requires_grad_(False).eval()
 
     def losses(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         count = batch.images.shape[0]
@@ -235,6 +239,8 @@ class TextDomainStudio(TextFineTune):
             raise TenshotError(f"domainstudio needs at least 3 images per micro-batch for its pairwise losses, got {count}; raise --batch-size")
         if not self.options.class_prompt:
             raise TenshotError("text-to-image domainstudio keeps the distances of the class prompt's images: give --class-prompt")
+        if self.source is None:
+            raise RuntimeError("TextDomainStudio.setup() builds the source UNet before training")
         terms = self._denoising_terms(batch)
         schedule = self.model.schedule
         x_t, t = terms["x_t"][:count], terms["t"][:count]

@@ -14,6 +14,8 @@ class AlwaysEval(torch.nn.Module):
 
 
 def keep_in_eval(module: torch.nn.Module, names: tuple[str, ...]) -> None:
-    """Put the submodules ``names`` of ``module`` back in eval mode (after ``module.train(mode)`` switched them)."""
+    """Put the submodules ``names`` of ``module`` back in eval mode (after ``module.train(mode)`` switched them);
+    a name set to None (a submodule not built yet) is skipped."""
     for name in names:
-        getattr(module, name).eval()
+        if getattr(module, name) is not None:
+            getattr(module, name).eval()
