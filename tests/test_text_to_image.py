@@ -197,3 +197,20 @@ def test_text_to_image_misuse_is_one_line(pipeline_folder, tmp_path, isolated_ca
     ]  # fmt: skip
     for argv, expected in cases:
         check_bad_result(expected, argv[-1], *invoke(argv))
+
+
+def test_drawing_class_images_leaves_a_lora_run_as_it_was(model, isolated_cache):
+    """The class images are drawn after the method is built: sampling must not unfreeze a LoRA's base, and a fresh
+    adapter (B = 0) must not change the cache key, which is the base model's."""
+    from tenshot.methods import build_method
+    from tenshot.source_images import model_fingerprint, prompt_samples
+
+    base_key = model_fingerprint(model)
+    method = build_method("lora", model, {"prompt": "a [v] house", "class_prompt": "a house"})
+    trainable = {name for name, p in method.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_" in name for name in trainable)
+    assert model_fingerprint(model) == base_key
+    images = prompt_samples(model, "a house", 2, 2, 7.5)
+    assert images.shape == (2, PIXELS, PIXELS, 3)
+    assert {name for name, p in method.named_parameters() if p.requires_grad} == trainable
+    assert np.array_equal(prompt_samples(model, "a house", 2, 2, 7.5), images)  # from the cache

@@ -37,7 +37,9 @@ _PRETRAIN_DATA = re.compile(r"tenshot\s+pretrain\b[^`]*?--data[ =]+(\S+)")
 def model_fingerprint(model: DiffusionModel) -> str:
     """SHA-256 of a model's weights and schedule: the key of what is cached per source model."""
     digest = hashlib.sha256(json.dumps(model.schedule.config, sort_keys=True, default=str).encode())
-    for name, value in sorted(model.unet.state_dict().items()):
+    # a fresh LoRA (B = 0) changes nothing: the key is its base model's
+    weights = {name.replace(".base_layer", ""): value for name, value in model.unet.state_dict().items() if ".lora_" not in name}
+    for name, value in sorted(weights.items()):
         digest.update(name.encode())
         digest.update(value.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:32]
@@ -83,16 +85,15 @@ def prompt_samples(model, prompt: str, count: int, steps: int, guidance_scale: f
     """``count`` images of a text-to-image source model for ``prompt`` (DreamBooth's class images: classifier-free
     guidance ``guidance_scale``, ``steps`` DDIM steps, seed 0), cached under ``<cache>/prompt-samples`` by the UNet's
     weights, the prompt and the settings. Drawn on ``device``; the model is left there."""
-    from .methods.text_to_image import TextFineTune, TextFineTuneOptions
+    from .methods.text_to_image import PromptSampler
     from .sampling import generate
 
     key = content_key(PROMPT_SAMPLES_VERSION, model_fingerprint(model), prompt, count, steps, guidance_scale)
     path = cache_root() / "prompt-samples" / f"{key}.npy"
     if path.is_file():
         return np.load(path, allow_pickle=False)
-    options = TextFineTuneOptions(prompt=prompt, guidance_scale=guidance_scale, gradient_checkpointing=False)
     with torch.no_grad():
-        images = generate(TextFineTune(model, options).to(device).eval(), count, steps=steps, seed=0, progress=True)
+        images = generate(PromptSampler(model, prompt, guidance_scale).to(device).eval(), count, steps=steps, seed=0, progress=True)
     replace_file(path, lambda staging: np.save(staging, images, allow_pickle=False))
     return images
 

@@ -218,6 +218,15 @@ def ddpm_sample(
     return x
 
 
+def sample_by_name(sampler: str, denoiser: Denoiser, x: torch.Tensor, timesteps: Sequence[int], *, eta: float = 0.0, generator: Generator = None) -> torch.Tensor:
+    """``--sampler``: ``ddim`` (with ``eta``), ``dpm++`` (DPM-Solver++(2M), deterministic) or ``ddpm`` (ancestral)."""
+    if sampler == "ddim":
+        return ddim_sample(denoiser, x, timesteps, eta=eta, generator=generator)
+    if sampler == "dpm++":
+        return dpm_solver_sample(denoiser, x, timesteps)
+    return ddpm_sample(denoiser, x, timesteps, generator=generator)
+
+
 def noised(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, generator: Generator = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A draw of q(x_t | x0) (Ho et al. 2020, Eq. 4) at per-sample times ``t``: ``(x_t, the noise drawn)``."""
     noise = randn(x0.shape, generator, x0.device, x0.dtype)

@@ -165,21 +165,11 @@ class Method(torch.nn.Module):
     def sample(self, noise: torch.Tensor, *, steps: int = 25, sampler: str = "ddim", eta: float = 0.0, generators=None) -> torch.Tensor:
         """Images in [-1, 1] from standard-normal ``noise`` ``(B, 3, H, W)``; ``generators`` (one per sample) for
         any further draw, so sample k is the same image at any batch size. Default: DDIM (Song et al. 2021,
-        Eq. 12), ancestral DDPM or DPM-Solver++(2M) (``dpm++``) of :meth:`denoiser`, ``steps`` times of its
+        Eq. 12), ancestral DDPM or DPM-Solver++(2M) (``dpm++``) of the adapted UNet, ``steps`` times of its
         schedule."""
-        from ..diffusion.samplers import ddim_sample, ddpm_sample, dpm_solver_sample
+        from ..diffusion.samplers import sample_by_name
 
-        timesteps = self.model.schedule.timesteps(steps)
-        denoiser = self.denoiser()
-        if sampler == "ddim":
-            return ddim_sample(denoiser, noise, timesteps, eta=eta, generator=generators)
-        if sampler == "dpm++":
-            return dpm_solver_sample(denoiser, noise, timesteps)
-        return ddpm_sample(denoiser, noise, timesteps, generator=generators)
-
-    def denoiser(self):
-        """The denoiser :meth:`sample` runs: the adapted UNet by default (text-to-image: with guidance)."""
-        return self.model.denoiser()
+        return sample_by_name(sampler, self.model.denoiser(), noise, self.model.schedule.timesteps(steps), eta=eta, generator=generators)
 
     def translation_denoiser(self, images: torch.Tensor, generators=None):
         """The denoiser :meth:`translate` runs on images of the source domain ``images``: the adapted UNet by

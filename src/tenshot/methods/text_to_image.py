@@ -51,6 +51,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from ..diffusion.samplers import sample_by_name
 from ..errors import TenshotError
 from ..models.text_to_image import Conditioned, TextToImageModel
 from .base import Batch, Method, make_trainable
@@ -142,6 +143,29 @@ class GuidedDenoiser:
         return self.schedule.predict(guided, x, times[:count])
 
 
+class PromptSampler(torch.nn.Module):
+    """Sampling of a text-to-image model under one prompt with classifier-free guidance, decoded to images in
+    [-1, 1]; it changes nothing of the model (no trainable state, no checkpointing): what the class images are drawn
+    with (:func:`tenshot.source_images.prompt_samples`) and what :class:`TextFineTune` samples with."""
+
+    def __init__(self, model: TextToImageModel, prompt: str, guidance_scale: float):
+        super().__init__()
+        if not prompt:
+            raise TenshotError("a text-to-image model samples from a prompt: give --prompt")
+        self.model = model
+        self.unet, self.vae, self.text_encoder = model.unet, model.vae, model.text_encoder  # so that .to() moves them
+        self.prompt = prompt
+        self.guidance_scale = guidance_scale
+
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor, *, steps: int = 25, sampler: str = "ddim", eta: float = 0.0, generators=None) -> torch.Tensor:
+        """Latents from ``noise`` by ``sampler`` on :class:`GuidedDenoiser`, decoded."""
+        states = self.model.embed([self.prompt, ""])
+        denoiser = GuidedDenoiser(self.unet, self.model.schedule, states[:1], states[1:], self.guidance_scale)
+        latents = sample_by_name(sampler, denoiser, noise, self.model.schedule.timesteps(steps), eta=eta, generator=generators)
+        return self.model.decode(latents).clamp(-1.0, 1.0)
+
+
 class TextFineTune(Method):
     """DreamBooth with prior preservation on a Stable Diffusion pipeline (module docstring)."""
 
@@ -169,7 +193,7 @@ class TextFineTune(Method):
         prompt either way is one clear error."""
         changes = {key: value for key, value in (("prompt", prompt), ("guidance_scale", guidance_scale)) if value is not None}
         self.options = dataclasses.replace(self.options, **changes)
-        self.denoiser()
+        self.sampler()
 
     def _cached_latents(self, images: torch.Tensor) -> torch.Tensor:
         """Latents of ``images``, each distinct image encoded once."""
@@ -207,16 +231,13 @@ class TextFineTune(Method):
         terms = self._denoising_terms(batch)
         return {"total": terms["total"], "instance": terms["instance"].detach(), "prior": terms["prior"].detach()}
 
-    def denoiser(self) -> GuidedDenoiser:
-        if not self.options.prompt:
-            raise TenshotError("a text-to-image model samples from a prompt: give --prompt")
-        states = self.model.embed([self.options.prompt, ""])
-        return GuidedDenoiser(self.unet, self.model.schedule, states[:1], states[1:], self.options.guidance_scale)
+    def sampler(self) -> PromptSampler:
+        return PromptSampler(self.model, self.options.prompt, self.options.guidance_scale)
 
     @torch.no_grad()
     def sample(self, noise: torch.Tensor, **settings) -> torch.Tensor:
-        """Latents from :meth:`Method.sample` with guidance (module docstring), decoded to images in [-1, 1]."""
-        return self.model.decode(super().sample(noise, **settings)).clamp(-1.0, 1.0)
+        """Images in [-1, 1] under the run's prompt with guidance (:class:`PromptSampler`)."""
+        return self.sampler().sample(noise, **settings)
 
 
 class TextDomainStudio(TextFineTune):
