@@ -138,6 +138,8 @@ def adapt(config: AdaptConfig, resume: bool = False) -> RunResult:
 
     config.validate()
     prompted = "prompt" in config.options  # a text-to-image run (--prompt)
+    if prompted and not str(config.options["prompt"] or "").strip():
+        raise TenshotError("--prompt is empty: give the target images' prompt, e.g. 'a [V] house'")
     method_options(config.method, config.options, text=prompted)  # a bad method or option fails before any work
     out = Path(config.out)
     model = load_model(config.source)

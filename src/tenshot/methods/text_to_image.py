@@ -121,6 +121,8 @@ class TextDomainStudioOptions(TextFineTuneOptions):
     def __post_init__(self):
         super().__post_init__()
         check_numbers(self, "pair_weight", "hf_pair_weight", "hf_mse_weight")
+        if self.prompt and not self.class_prompt:
+            raise TenshotError("text-to-image domainstudio keeps the distances of the class prompt's images: give --class-prompt")
 
 
 class GuidedDenoiser:
@@ -258,8 +260,6 @@ class TextDomainStudio(TextFineTune):
         count = batch.images.shape[0]
         if count < 3:
             raise TenshotError(f"domainstudio needs at least 3 images per micro-batch for its pairwise losses, got {count}; raise --batch-size")
-        if not self.options.class_prompt:
-            raise TenshotError("text-to-image domainstudio keeps the distances of the class prompt's images: give --class-prompt")
         if self.source is None:
             raise RuntimeError("TextDomainStudio.setup() builds the source UNet before training")
         terms = self._denoising_terms(batch)
