@@ -22,7 +22,7 @@ from tenshot.methods import build_method, method_options
 from tenshot.methods.base import Batch
 from tenshot.methods.frequency import low_pass
 from tenshot.methods.phasic import (CODE_WEIGHT_BASE, CODE_WEIGHT_CEILING, PHASE_SPLIT, Phasic, code_rest_weight, code_times, ddc_distance,
-                                    gate, gram, shot_spread, style_distance)
+                                    gate, gram, nearest_shot_spread, nearest_style_distance, shot_distances, shot_spread, style_distance)
 from tenshot.methods.translation import TranslationSettings, guided_latent, structure_guided_translation, translation_times
 from tenshot.models.bottleneck import encode, forward_with_bottleneck
 from tenshot.models.unet import DiffusionModel, new_model, save_model
@@ -185,6 +185,25 @@ def test_style_hinge_floors_eq5_at_the_shots_leave_one_out_spread():
     assert float(hinged.detach()[0]) == 0.0 and float(near.grad.abs().max()) == 0.0
 
 
+def test_nearest_style_rule_hinges_each_output_on_its_nearest_shot():
+    """Three shots with Grams e_0 e_0^T, e_1 e_1^T and 2 e_1 e_1^T: nearest-neighbour distances 2, 1 and 1 (shot 0's
+    nearest is shot 1 at 2; shots 1 and 2 are 1 apart), so s^nn = 4/3. Every shot scores 0 (its own Gram is at
+    distance 0); an output far from them pays only for its distance to the one it is nearest to, beyond s^nn, with
+    that shot's gradient."""
+    shots = [_one_hot_maps(0), _one_hot_maps(1), math.sqrt(2) * _one_hot_maps(1)]
+    grams = [torch.cat([gram(maps) for maps in shots])]
+    floors = nearest_shot_spread(grams, [1.0])
+    torch.testing.assert_close(floors, torch.tensor([4 / 3]))
+    for maps in shots:
+        assert float(nearest_style_distance(shot_distances([maps], grams), [1.0], floors)[0]) == 0.0
+    far = (3 * _one_hot_maps(0)).requires_grad_(True)  # Gram 9 e_0 e_0^T: 64 from shot 0, 82 and 85 from the others
+    loss = nearest_style_distance(shot_distances([far], grams), [0.5], floors)
+    torch.testing.assert_close(loss, torch.tensor([0.5 * (64 - 4 / 3)]))
+    alone = 0.5 * (gram(far)[0] - grams[0][0]).pow(2).sum()
+    torch.testing.assert_close(torch.autograd.grad(loss.sum(), far)[0], torch.autograd.grad(alone, far)[0])
+    assert float(nearest_shot_spread([grams[0][:1]], [1.0])[0]) == 0.0
+
+
 def test_adaptation_on_the_shots_own_spread():
     method = _method(feature_size=32)
     method.source_images = _images(16, 6)
@@ -203,6 +222,10 @@ def test_adaptation_on_the_shots_own_spread():
     batch = Batch(images=_images(18), generator=torch.Generator().manual_seed(3))
     terms = method.losses(batch, 0)
     assert 0 < float(terms["style_spread"]) and float(terms["style"]) <= float(terms["style_spread"]) * total_spread
+    torch.testing.assert_close(method.nearest_spread, nearest_shot_spread(method.target_grams, weights).to(method.nearest_spread))
+    method.options.style_rule = "nearest"  # the same step under the nearest-shot rule: a finite, non-negative term
+    nearest = method.losses(Batch(images=_images(18), generator=torch.Generator().manual_seed(3)), 0)
+    assert 0.0 <= float(nearest["style"]) < float("inf") and torch.isfinite(nearest["total"])
 
 
 def test_code_times_cover_every_time_and_the_weights_stay_positive():

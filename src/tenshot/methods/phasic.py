@@ -41,6 +41,12 @@ the fusion are trained with:
 
       L_style = sum_l w_l max(0, D_l(x^{A->B}_0) - s_l)      (style_rule="hinge", the default)
       L_style = sum_l w_l D_l(x^{A->B}_0)                     (style_rule="mean": Eq. 5 as paper and code)
+      L_style = sum_l w_l max(0, ||G^l(x) - G^l(x^B_i*)||_F^2 - s^nn_l)   (style_rule="nearest")
+
+  with i* the shot nearest to the output in sum_l w_l ||G^l(x) - G^l(x^B_i)||_F^2 and s^nn_l the mean distance of
+  a shot to its nearest other shot: each output is held near its own nearest shot, so the term keeps as many
+  styles as there are shots where the mean keeps one ball around their average. An option, not the default
+  (bench/README.md, "Option studies", has what it measured).
 
   Why: D_l is smallest at the shots' mean Gram, where it is (m - 1) / 2m of s_l (0.45 for ten shots), so Eq. 5
   pulls every output towards that one average style, below the spread of the shots themselves: phasic's
@@ -111,7 +117,7 @@ DIFFUSION_LOSSES = ("l1", "l2")
 FUSION_INITS = ("identity", "default")
 DDC_NETWORKS = ("el0", "clip")
 STYLE_NETWORKS = ("el0", "vgg")
-STYLE_RULES = ("hinge", "mean")
+STYLE_RULES = ("hinge", "mean", "nearest")
 COSINE_TIMESTEPS = 1000
 PHASE_SPLIT = 800  # the code's max_step: DDC and style see t in [T_s, 800) of the cosine schedule
 CODE_WEIGHT_BASE = 20.0  # a(t) = 20^(t/1000)
@@ -128,7 +134,8 @@ class PhasicOptions:
     ``stage``: both, init (stage 2 alone), adapt (stage 3 from the cached stage 2). ``fusion_steps``,
     ``fusion_batch_size``, ``fusion_lr``, ``fusion_init`` (identity, default): stage 2. ``weighting``: code or
     paper; ``alpha``: the paper's w(t) exponent. ``ddc_weight``, ``style_weight``: the lambdas. ``style_rule``:
-    hinge (Eq. 5 floored at the shots' own spread) or mean (Eq. 5 as paper and code).
+    hinge (Eq. 5 floored at the shots' own spread), mean (Eq. 5 as paper and code) or nearest (the nearest shot
+    alone, floored at the shots' nearest-neighbour spread).
     ``ddc_network`` (el0, clip), ``style_network`` (el0, vgg), ``feature_size``: EL0's input size.
     ``gate_time``: T_s on the cosine schedule. ``condition``: noised (code) or clean (paper).
     ``diffusion_loss``: l1 (code) or l2 (paper). ``source_count``: source images drawn for w, stage 2 and the
@@ -243,14 +250,43 @@ def shot_spread(target_grams: list[torch.Tensor]) -> torch.Tensor:
     return torch.tensor(spreads)
 
 
-def layer_distances(maps: list[torch.Tensor], target_grams: list[torch.Tensor]) -> torch.Tensor:
-    """D_l(x) = mean over the shots i of ||G^l(x) - G^l(x^B_i)||_F^2 per generated image and layer l
-    (``target_grams[l]`` is ``(m, C_l, C_l)``). ``(B, L)``."""
+def shot_distances(maps: list[torch.Tensor], target_grams: list[torch.Tensor]) -> torch.Tensor:
+    """||G^l(x) - G^l(x^B_i)||_F^2 per generated image, shot i and layer l (``target_grams[l]`` is
+    ``(m, C_l, C_l)``). ``(B, m, L)``."""
     distances = []
     for layer, targets in zip(maps, target_grams):
         difference = gram(layer)[:, None] - targets[None].to(layer.device)
-        distances.append(difference.pow(2).sum(dim=(2, 3)).mean(dim=1))
-    return torch.stack(distances, dim=1)
+        distances.append(difference.pow(2).sum(dim=(2, 3)))
+    return torch.stack(distances, dim=2)
+
+
+def layer_distances(maps: list[torch.Tensor], target_grams: list[torch.Tensor]) -> torch.Tensor:
+    """D_l(x) = mean over the shots i of ||G^l(x) - G^l(x^B_i)||_F^2 per generated image and layer l. ``(B, L)``."""
+    return shot_distances(maps, target_grams).mean(dim=1)
+
+
+def nearest_shot_spread(target_grams: list[torch.Tensor], layer_weights: list[float]) -> torch.Tensor:
+    """s^nn_l = mean over the shots i of ||G^l(x^B_i) - G^l(x^B_nn(i))||_F^2, nn(i) the other shot nearest to i in
+    sum_l w_l ||.||_F^2: how far a shot's style is from its closest neighbour's, per layer, ``(L,)``; 0 for a single
+    shot."""
+    count = target_grams[0].shape[0]
+    if count < 2:
+        return torch.zeros(len(target_grams))
+    pairs = torch.stack([(grams[:, None] - grams[None]).double().pow(2).sum(dim=(2, 3)) for grams in target_grams], dim=2)
+    total = pairs @ torch.tensor(layer_weights, dtype=pairs.dtype, device=pairs.device)
+    total.fill_diagonal_(float("inf"))
+    nearest = total.argmin(dim=1)
+    return pairs[torch.arange(count), nearest].mean(dim=0).float().cpu()
+
+
+def nearest_style_distance(per_shot: torch.Tensor, layer_weights: list[float], floors: torch.Tensor) -> torch.Tensor:
+    """The nearest-shot hinge per generated image: with i* the shot nearest to it in sum_l w_l ||.||_F^2,
+    sum_l w_l max(0, ||G^l(x) - G^l(x^B_i*)||_F^2 - s^nn_l) (``per_shot`` from :func:`shot_distances`, ``floors``
+    s^nn_l from :func:`nearest_shot_spread`). ``(B,)``."""
+    weights = torch.tensor(layer_weights, dtype=per_shot.dtype, device=per_shot.device)
+    nearest = (per_shot.detach() @ weights).argmin(dim=1)
+    chosen = per_shot[torch.arange(per_shot.shape[0], device=per_shot.device), nearest]
+    return (chosen - floors.to(chosen)).clamp(min=0) @ weights
 
 
 def style_distance(maps: list[torch.Tensor], target_grams: list[torch.Tensor], layer_weights: list[float] | None = None,
@@ -419,6 +455,7 @@ class Phasic(Method):
             1.0 / float(grams.pow(2).sum(dim=(1, 2)).mean()) if self.options.style_network == "el0" else 1.0 for grams in self.target_grams
         ]
         self.register_buffer("style_spread", shot_spread(self.target_grams).to(device), persistent=False)
+        self.register_buffer("nearest_spread", nearest_shot_spread(self.target_grams, self.style_layer_weights).to(device), persistent=False)
 
     @property
     def target_grams(self) -> list[torch.Tensor]:
@@ -472,9 +509,13 @@ class Phasic(Method):
         translated = self.model.schedule.predict(output, x_t, times).x0.clamp(-1, 1)
         embedding, maps = self.encoder(translated)
         ddc = ddc_distance(embedding, self.source_embeddings[index].to(device), self.direction)
-        distances = layer_distances(maps, self.target_grams)
-        floors = self.style_spread if self.options.style_rule == "hinge" else None
-        style = style_distance(maps, self.target_grams, self.style_layer_weights, floors, distances)
+        per_shot = shot_distances(maps, self.target_grams)
+        distances = per_shot.mean(dim=1)
+        if self.options.style_rule == "nearest":
+            style = nearest_style_distance(per_shot, self.style_layer_weights, self.nearest_spread)
+        else:
+            floors = self.style_spread if self.options.style_rule == "hinge" else None
+            style = style_distance(maps, self.target_grams, self.style_layer_weights, floors, distances)
         spread = float(self.style_spread.cpu() @ torch.tensor(self.style_layer_weights))
         with torch.no_grad():
             score = style_distance(maps, self.target_grams, self.style_layer_weights, distances=distances) / spread if spread > 0 else None
