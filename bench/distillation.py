@@ -98,13 +98,15 @@ def plot(results: dict, path: Path) -> None:
 
 
 def publish(results: dict, name: str) -> None:
-    """NAME.json (merged with an earlier one's rows it does not redo), NAME.md and NAME.png."""
+    """NAME.json (merged with an earlier one's rows it does not redo, and its commands), NAME.md and NAME.png."""
     path = RESULTS / f"{name}.json"
     if path.is_file():
         earlier = json.loads(path.read_text())
         teacher = {row["steps"] for row in results["teacher"]}
         generator = {(row["label"], row["step"]) for row in results["generator"]}
-        results = {**results, "teacher": [r for r in earlier["teacher"] if r["steps"] not in teacher] + results["teacher"],
+        commands = [*earlier["settings"]["command"].split("; "), *results["settings"]["command"].split("; ")]
+        results = {**results, "settings": {**results["settings"], "command": "; ".join(dict.fromkeys(commands))},
+                   "teacher": [r for r in earlier["teacher"] if r["steps"] not in teacher] + results["teacher"],
                    "generator": [r for r in earlier["generator"] if (r["label"], r["step"]) not in generator] + results["generator"]}  # fmt: skip
     quality.write_json(path, results)
     (RESULTS / f"{name}.md").write_text(markdown(results))

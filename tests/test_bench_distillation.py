@@ -26,10 +26,12 @@ def test_rows_merge_across_parts_and_draw(tmp_path, monkeypatch):
     settings = {"teacher": "runs/t", "target": "openmoji", "n": 1000, "date": "2026-12-03", "command": "python bench/distillation.py"}
     first = {"settings": settings, "teacher": [row(150.0, steps=1), row(75.0, steps=25)], "generator": []}
     distillation.publish(first, "d")
-    second = {"settings": settings, "teacher": [row(70.0, steps=25)], "generator": [row(110.0, label="gdd-i", step=250, seconds=600.0)]}
+    second = {"settings": {**settings, "command": "python bench/distillation.py --steps 500"}, "teacher": [row(70.0, steps=25)],
+              "generator": [row(110.0, label="gdd-i", step=250, seconds=600.0)]}  # fmt: skip
     distillation.publish(second, "d")
     combined = json.loads((tmp_path / "d.json").read_text())
     assert sorted((r["steps"], r["fid-el0"]) for r in combined["teacher"]) == [(1, 150.0), (25, 70.0)]
+    assert combined["settings"]["command"] == "python bench/distillation.py; python bench/distillation.py --steps 500"
     text = (tmp_path / "d.md").read_text()
     assert "| teacher, DDIM 1 | | 150.0 | 0.050 | 40.0 | 0.200 |" in text
     assert "| gdd-i, step 250 | 10.0 | 110.0 |" in text
