@@ -81,6 +81,32 @@ def test_a_pipeline_folder_loads_as_a_latent_model(model):
     assert torch.equal(latents, model.encode(images))  # the posterior mean: the same whenever it is computed
     assert model.decode(latents).shape == images.shape
     assert model.embed(["a [v] house", ""]).shape == (2, 16, 32)
+    from tenshot.sampling import default_sample_batch
+
+    assert default_sample_batch("cuda", model) == 4 and default_sample_batch("cuda") == 64  # 512 px images: small calls
+
+
+def test_pipelines_that_take_more_than_latents_and_text_are_refused(pipeline_folder, tmp_path):
+    """An inpainting-style UNet (9 input channels) is one clear error at load time, not a traceback at its first call;
+    a scheduler config without clip_sample loads unclipped (latents span about +-4)."""
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    from tenshot.errors import TenshotError
+    from tenshot.models.unet import load_model
+
+    folder = tmp_path / "inpainting"
+    shutil.copytree(pipeline_folder, folder)
+    config = UNet2DConditionModel.load_config(folder / "unet")
+    UNet2DConditionModel.from_config({**config, "in_channels": 9}).save_pretrained(folder / "unet")
+    with pytest.raises(TenshotError, match="9 input channels"):
+        load_model(folder)
+    plain = tmp_path / "no-clip-key"
+    shutil.copytree(pipeline_folder, plain)
+    scheduler = plain / "scheduler" / "scheduler_config.json"
+    scheduler.write_text(json.dumps({k: v for k, v in json.loads(scheduler.read_text()).items() if k != "clip_sample"}))
+    assert not load_model(plain).schedule.clip_sample
 
 
 def test_guidance_scale_one_is_the_conditional_prediction_and_zero_the_unconditional(model):
@@ -152,11 +178,13 @@ def test_adapt_then_sample_with_a_prompt_end_to_end(pipeline_folder, tmp_path, i
     assert status == 0, stderr
     settings = yaml.safe_load((run / "config.yaml").read_text())
     assert settings["options"]["prompt"] == "a [v] house" and settings["train"]["lr"] == 5e-6 and not settings["train"]["flip"]
+    assert settings["train"]["weight_decay"] == 0.01 and settings["train"]["grad_clip"] == 0.0
     assert len(list((isolated_cache / "prompt-samples").glob("*.npy"))) == 1
     card = (run / "model" / "README.md").read_text()
     assert "pipeline_tag: text-to-image" in card and "StableDiffusionPipeline" in card
 
     pipeline = StableDiffusionPipeline.from_pretrained(run / "model")
+    assert type(pipeline.scheduler).__name__ == "DDIMScheduler" and not pipeline.scheduler.config.clip_sample
     images = pipeline("a [v] house", num_inference_steps=2, height=PIXELS, width=PIXELS, output_type="np").images
     assert images.shape == (1, PIXELS, PIXELS, 3) and np.isfinite(images).all()
 

@@ -23,6 +23,7 @@ def _training_options(defaults: TrainConfig):
             click.option("--steps", type=int, default=defaults.steps, show_default=True, help="Optimiser steps."),
             click.option("--batch-size", type=int, default=defaults.batch_size, show_default=True, help="Global batch of one optimiser step."),
             click.option("--lr", type=float, default=defaults.lr, show_default=True, help="AdamW learning rate."),
+            click.option("--weight-decay", type=float, default=defaults.weight_decay, show_default=True, help="AdamW weight decay."),
             click.option("--warmup-steps", type=int, default=defaults.warmup_steps, show_default=True, help="Linear learning-rate warm-up."),
             click.option("--grad-accum", type=int, default=defaults.grad_accum, show_default=True, help="Micro-batches per optimiser step."),
             click.option("--grad-clip", type=float, default=defaults.grad_clip, show_default=True, help="Gradient norm clip (0: off)."),

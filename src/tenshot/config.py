@@ -109,9 +109,11 @@ METHOD_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 # A text-to-image run (a prompt given; tenshot.methods.text_to_image) trains with the DomainStudio code's README
-# settings whatever the method: lr 5e-6, 4 instance images a step (and as many class images), 800 steps, no flips;
-# a LoRA at 10x that learning rate, as above.
-TEXT_TRAIN_DEFAULTS: dict[str, Any] = {"steps": 800, "batch_size": 4, "lr": 5e-6, "flip": False, "checkpoint_every": 200, "preview_every": 200}
+# settings whatever the method: AdamW at lr 5e-6 with weight decay 0.01 and no gradient clipping, 4 instance
+# images a step (and as many class images), 800 steps, no flips; a LoRA at 10x that learning rate, as above.
+TEXT_TRAIN_DEFAULTS: dict[str, Any] = {
+    "steps": 800, "batch_size": 4, "lr": 5e-6, "weight_decay": 0.01, "grad_clip": 0.0, "flip": False, "checkpoint_every": 200, "preview_every": 200,
+}  # fmt: skip
 TEXT_LORA_LR = 5e-5
 
 

@@ -56,9 +56,17 @@ def load_for_sampling(reference: str | Path, device: str | torch.device = "cpu",
     return method.to(device).eval()
 
 
-def default_sample_batch(device) -> int:
+TEXT_TO_IMAGE_SAMPLE_BATCH = 4  # Stable Diffusion at 512 px: 8 guided UNet inputs and 4 VAE decodes a call
+
+
+def default_sample_batch(device, model=None) -> int:
     """Images per sampling call when none is given: 16 on a CPU, the fastest of the sizes measured (larger calls
-    fall out of cache; ``bench/README.md``, "Option studies"), 64 on an accelerator."""
+    fall out of cache; ``bench/README.md``, "Option studies"), 64 on an accelerator; 4 for a text-to-image
+    ``model``, whose calls are two UNet passes a step and a VAE decode of full-size images."""
+    from .models.text_to_image import TextToImageModel
+
+    if isinstance(model, TextToImageModel):
+        return TEXT_TO_IMAGE_SAMPLE_BATCH
     return 16 if torch.device(device).type == "cpu" else 64
 
 
@@ -92,7 +100,7 @@ def generate(method, n: int, *, steps: int = 25, sampler: str = "ddim", eta: flo
         noise = randn((len(generators), *shape), generators, device)
         return method.sample(noise, steps=steps, sampler=sampler, eta=eta, generators=generators)
 
-    return _in_batches(n, batch_size or default_sample_batch(device), seed, start, "sample", progress, draw)
+    return _in_batches(n, batch_size or default_sample_batch(device, method.model), seed, start, "sample", progress, draw)
 
 
 def translate_images(method, images: np.ndarray, settings, *, seed: int = 0, batch_size: int = 16, progress: bool = False) -> np.ndarray:

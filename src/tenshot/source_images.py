@@ -35,10 +35,14 @@ _PRETRAIN_DATA = re.compile(r"tenshot\s+pretrain\b[^`]*?--data[ =]+(\S+)")
 
 
 def model_fingerprint(model: DiffusionModel) -> str:
-    """SHA-256 of a model's weights and schedule: the key of what is cached per source model."""
+    """SHA-256 of a model's weights and schedule (a text-to-image model's VAE and text encoder too): the key of what
+    is cached per source model."""
     digest = hashlib.sha256(json.dumps(model.schedule.config, sort_keys=True, default=str).encode())
     # a fresh LoRA (B = 0) changes nothing: the key is its base model's
     weights = {name.replace(".base_layer", ""): value for name, value in model.unet.state_dict().items() if ".lora_" not in name}
+    for part in ("vae", "text_encoder"):
+        if hasattr(model, part):
+            weights.update({f"{part}/{name}": value for name, value in getattr(model, part).state_dict().items()})
     for name, value in sorted(weights.items()):
         digest.update(name.encode())
         digest.update(value.detach().cpu().contiguous().numpy().tobytes())

@@ -198,12 +198,12 @@ class TextFineTune(Method):
         self.sampler()
 
     def _cached_latents(self, images: torch.Tensor) -> torch.Tensor:
-        """Latents of ``images``, each distinct image encoded once."""
+        """Latents of ``images``, each distinct image encoded once and alone: a latent must not depend on the batch it
+        was first met in (kernels are chosen by shape), or a resumed run would drift from an uninterrupted one."""
         keys = [hashlib.sha1(image.detach().cpu().numpy().tobytes()).hexdigest() for image in images]
-        fresh = [i for i, key in enumerate(keys) if key not in self._latents]
-        if fresh:
-            for i, latent in zip(fresh, self.model.encode(images[fresh])):
-                self._latents[keys[i]] = latent
+        for index, key in enumerate(keys):
+            if key not in self._latents:
+                self._latents[key] = self.model.encode(images[index : index + 1])[0]
         return torch.stack([self._latents[key] for key in keys]).to(images.device)
 
     def _states(self, prompts: list[str]) -> torch.Tensor:

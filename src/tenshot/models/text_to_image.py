@@ -92,20 +92,21 @@ class TextToImageModel(DiffusionModel):
         return self.vae.decode((latents / self.vae.config.scaling_factor).to(self.vae.dtype)).sample.float()
 
     def write(self, folder: Path) -> None:
-        """A ``StableDiffusionPipeline`` folder: every component, safetensors weights, ``model_index.json``."""
+        """A ``StableDiffusionPipeline`` folder: every component, safetensors weights, ``model_index.json``, and the
+        schedule as a ``DDIMScheduler`` (the official code saves its pipelines with one)."""
         import diffusers
 
         for name in ("unet", "vae", "text_encoder"):
             getattr(self, name).save_pretrained(folder / name, safe_serialization=True)
         self.tokenizer.save_pretrained(folder / "tokenizer")
         (folder / "scheduler").mkdir(parents=True, exist_ok=True)
-        scheduler = {"_class_name": "DDPMScheduler", **self.schedule.config}
+        scheduler = {"_class_name": "DDIMScheduler", **self.schedule.config, "clip_sample": False}  # DDIM, as the code saves its pipelines
         (folder / "scheduler" / SCHEDULER_FILE).write_text(json.dumps(scheduler, indent=2, default=list) + "\n")
         index = {
             "_class_name": "StableDiffusionPipeline", "_diffusers_version": diffusers.__version__,
             "unet": ["diffusers", CONDITIONAL_UNET], "vae": ["diffusers", type(self.vae).__name__],
             "text_encoder": ["transformers", type(self.text_encoder).__name__], "tokenizer": ["transformers", type(self.tokenizer).__name__],
-            "scheduler": ["diffusers", "DDPMScheduler"], "safety_checker": [None, None], "feature_extractor": [None, None],
+            "scheduler": ["diffusers", "DDIMScheduler"], "safety_checker": [None, None], "feature_extractor": [None, None],
             "requires_safety_checker": False,
         }  # fmt: skip
         (folder / PIPELINE_FILE).write_text(json.dumps(index, indent=2) + "\n")
@@ -113,7 +114,8 @@ class TextToImageModel(DiffusionModel):
 
 def load_text_to_image(folder: Path, device: str | torch.device = "cpu") -> TextToImageModel:
     """A :class:`TextToImageModel` from a pipeline folder; weights from safetensors only, VAE and text encoder
-    frozen. A missing or unloadable component is one clear error."""
+    frozen, x0 never clipped. A missing or unloadable component, or a UNet that takes more than latents and text
+    (SDXL, inpainting), is one clear error."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import AutoTokenizer, CLIPTextModel
     from transformers.utils import logging as transformers_logging
@@ -127,10 +129,22 @@ def load_text_to_image(folder: Path, device: str | torch.device = "cpu") -> Text
         vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True, low_cpu_mem_usage=False)
         text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-        schedule = NoiseSchedule(json.loads((folder / "scheduler" / SCHEDULER_FILE).read_text()))
+        # latents span about +-4: a scheduler config without clip_sample (Euler's, PNDM's) would get diffusers' True
+        schedule = NoiseSchedule({**json.loads((folder / "scheduler" / SCHEDULER_FILE).read_text()), "clip_sample": False})
     except (OSError, ValueError, RuntimeError, TypeError, KeyError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TenshotError(f"{folder}: not a loadable text-to-image pipeline ({message})") from None
+    unsupported = [
+        reason for reason, found in (
+            ("extra conditioning (SDXL's added embeddings)", unet.config.addition_embed_type is not None),
+            (f"{unet.config.in_channels} input channels for {vae.config.latent_channels} latent ones (inpainting, instruct-pix2pix)",
+             unet.config.in_channels != vae.config.latent_channels),
+            (f"cross-attention of width {unet.config.cross_attention_dim} over a text encoder of {text_encoder.config.hidden_size}",
+             unet.config.cross_attention_dim != text_encoder.config.hidden_size),
+        ) if found
+    ]  # fmt: skip
+    if unsupported:
+        raise TenshotError(f"{folder}: a text-to-image pipeline tenshot does not adapt: its UNet takes {unsupported[0]}; Stable Diffusion 1.x and 2.x do")
     return TextToImageModel(
         unet=unet.to(device).eval(),
         schedule=schedule,
