@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import curves  # noqa: E402  (its export-sample-evaluate cell)
 import quality  # noqa: E402  (commands, caching, evaluation)
+import series  # noqa: E402  (merged publications)
 
 RESULTS = quality.RESULTS
 COLUMNS = (("fid-el0", 1), ("kid-el0", 3), ("swd", 1), ("recall-el0", 3))
@@ -104,8 +105,8 @@ def publish(results: dict, name: str) -> None:
         earlier = json.loads(path.read_text())
         teacher = {row["steps"] for row in results["teacher"]}
         generator = {(row["label"], row["step"]) for row in results["generator"]}
-        commands = [*earlier["settings"]["command"].split("; "), *results["settings"]["command"].split("; ")]
-        results = {**results, "settings": {**results["settings"], "command": "; ".join(dict.fromkeys(commands))},
+        command = series.merged_commands(earlier["settings"]["command"], results["settings"]["command"])
+        results = {**results, "settings": {**results["settings"], "command": command},
                    "teacher": [r for r in earlier["teacher"] if r["steps"] not in teacher] + results["teacher"],
                    "generator": [r for r in earlier["generator"] if (r["label"], r["step"]) not in generator] + results["generator"]}  # fmt: skip
     quality.write_json(path, results)

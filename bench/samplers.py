@@ -120,8 +120,8 @@ def publish(results: dict, name: str) -> None:
     if path.is_file():
         earlier = json.loads(path.read_text())
         cells = series.merged_entries(earlier["cells"], results["cells"], ("model", "sampler", "steps", "seed"))
-        commands = [*earlier["settings"]["command"].split("; "), *results["settings"]["command"].split("; ")]
-        results = {**results, "cells": cells, "settings": {**results["settings"], "command": "; ".join(dict.fromkeys(commands))}}
+        command = series.merged_commands(earlier["settings"]["command"], results["settings"]["command"])
+        results = {**results, "cells": cells, "settings": {**results["settings"], "command": command}}
     quality.write_json(path, results)
     (RESULTS / f"{name}.md").write_text(markdown(results))
     plot(results, RESULTS / f"{name}.png")

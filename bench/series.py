@@ -30,11 +30,16 @@ def merged_entries(earlier: list[dict], entries: list[dict], key: tuple[str, ...
     return [entry for entry in earlier if tuple(entry[k] for k in key) not in redone] + entries
 
 
+def merged_commands(earlier: str, later: str) -> str:
+    """The commands of an earlier publication, then a later one's, each once (either may itself be a merged
+    publication, its commands joined by "; ")."""
+    return "; ".join(dict.fromkeys([*earlier.split("; "), *later.split("; ")]))
+
+
 def merged_settings(earlier: dict, settings: dict) -> dict:
-    """``settings`` with the targets and commands of an ``earlier`` publication before its own, each command once
-    (either side may itself be a merged publication, its commands joined by "; ")."""
+    """``settings`` with the targets and commands of an ``earlier`` publication before its own."""
     return {
         **settings,
         "targets": list(dict.fromkeys([*earlier["targets"], *settings["targets"]])),
-        "command": "; ".join(dict.fromkeys([*earlier["command"].split("; "), *settings["command"].split("; ")])),
+        "command": merged_commands(earlier["command"], settings["command"]),
     }
