@@ -56,9 +56,9 @@ def distilled_run(work: Path, teacher: str, target: str, steps: int, every: int,
 
 
 def loop_seconds_at(run: Path, step: int) -> float:
-    """The training loop's seconds when ``run`` finished ``step`` (its ``log.jsonl``)."""
-    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    return next(record["seconds"] for record in records if record["step"] == step)
+    """The training loop's seconds when ``run`` finished ``step``, as its checkpoint there recorded them (``log.jsonl``
+    has a record only every ``log_every`` steps, which a checkpoint step need not be)."""
+    return float(json.loads((run / "checkpoints" / f"step-{step}" / "trainer.json").read_text())["seconds"])
 
 
 def markdown(results: dict) -> str:

@@ -37,3 +37,13 @@ def test_rows_merge_across_parts_and_draw(tmp_path, monkeypatch):
     assert "| gdd-i, step 250 | 10.0 | 110.0 |" in text
     with Image.open(tmp_path / "d.png") as image:
         assert image.width > 600
+
+
+def test_a_points_time_is_its_checkpoints_even_between_log_records(tmp_path):
+    """The distill run logs every 10 steps; a checkpoint at step 125 has no log record, but its trainer.json has the
+    loop's seconds (the benchmark stopped at the first such point before)."""
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-125").mkdir(parents=True)
+    (run / "log.jsonl").write_text("".join(json.dumps({"step": step, "seconds": step * 4.0}) + "\n" for step in (120, 130)))
+    (run / "checkpoints" / "step-125" / "trainer.json").write_text(json.dumps({"seconds": 501.5, "step": 125}))
+    assert distillation.loop_seconds_at(run, 125) == 501.5
