@@ -53,7 +53,7 @@ def cell(work: Path, model: str, style: str, sampler: str, steps: int, seed: int
 
 def summary(cells: list[dict]) -> dict[tuple[str, str, int], dict[str, tuple[float, float | None]]]:
     """(model, sampler, steps) -> column -> (mean, sd) over the seeds."""
-    keys = sorted({(c["model"], c["sampler"], c["steps"]) for c in cells}, key=lambda k: (k[0], k[1], k[2]))
+    keys = sorted({(c["model"], c["sampler"], c["steps"]) for c in cells})
     return {key: {column: series.mean_sd([c for c in cells if (c["model"], c["sampler"], c["steps"]) == key], column)
                   for column in ("fid-el0", "swd", "kid-el0")} for key in keys}  # fmt: skip
 
