@@ -122,6 +122,24 @@ def test_gate_replaces_condition_features_by_noise_below_t_s():
             - method.condition_features(_images(7), late, torch.Generator().manual_seed(0))).abs().max() > 1e-3
 
 
+
+def test_translation_denoises_with_the_plain_unet_below_t_s_and_the_fused_one_above():
+    method = _method()
+    condition, x = _images(4), _images(5)
+    below, above = torch.full((4,), method.gate_time - 1), torch.full((4,), method.gate_time + 20)
+
+    def translated(t: torch.Tensor) -> torch.Tensor:
+        return method.translation_denoiser(condition, torch.Generator().manual_seed(0))(x, int(t[0])).x0
+
+    with torch.no_grad():
+        plain = method.model.schedule.predict(method.unet(x, below).sample.float(), x, below).x0
+        fused = method.model.schedule.predict(method.fused_output(x, above, condition, torch.Generator().manual_seed(0)), x, above).x0
+        torch.testing.assert_close(translated(below), plain, rtol=0, atol=0)
+        torch.testing.assert_close(translated(above), fused)
+        method.fusion.convs[4].bias.add_(1.0)  # a change of the fusion moves the fused path alone
+        assert (translated(above) - fused).abs().max() > 1e-3
+        torch.testing.assert_close(translated(below), plain, rtol=0, atol=0)
+
 # --- losses ------------------------------------------------------------------------------------------------
 
 
@@ -319,7 +337,7 @@ def test_translation_is_per_image_whatever_the_batch():
 # --- training --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("weighting", ["code", "paper"])
+@pytest.mark.parametrize("weighting", ["code", "paper", "baseline"])
 def test_adaptation_losses_train_the_unet_and_the_fusion(weighting):
     method = _method(weighting=weighting, feature_size=32)
     method.source_images = _images(12, 6)

@@ -87,7 +87,8 @@ trained on EL0 **trains against the judge: EL0 metrics (fid-el0, kid-el0, ...) c
 beside them.
 
 **Generation.** ``tenshot translate`` runs :func:`tenshot.methods.translation.structure_guided_translation`
-(ICSG, Sec. 3.4) through the fused UNet conditioned on each input image; ``tenshot sample`` (noise to image)
+(ICSG, Sec. 3.4) through the fused UNet conditioned on each input image from T_s up and the plain UNet below it
+(:class:`FusedDenoiser`); ``tenshot sample`` (noise to image)
 is the plain adapted UNet, without condition, which the shots' diffusion term trains at every time it samples.
 
 The EMA covers the UNet and the fusion: the run's ``model/`` holds the UNet, ``method.safetensors`` the fusion.
@@ -107,11 +108,11 @@ from ..models.bottleneck import bottleneck_channels, encode, forward_with_bottle
 from ..models.frozen import AlwaysEval
 from ..models.unet import DiffusionModel
 from .base import Batch, Initialisation, Method, restore_tensors
-from .losses import prediction_error
+from .losses import diffusion_loss, prediction_error
 from .options import check_choices, check_integers, check_numbers
 
 STAGES = ("both", "init", "adapt")
-WEIGHTINGS = ("code", "paper")
+WEIGHTINGS = ("code", "paper", "baseline")
 CONDITIONS = ("noised", "clean")
 DIFFUSION_LOSSES = ("l1", "l2")
 FUSION_INITS = ("identity", "default")
@@ -338,7 +339,14 @@ class FeatureEncoder(AlwaysEval):
 
 
 class FusedDenoiser:
-    """``denoiser(x, t) -> Prediction`` of the fused UNet conditioned on source images (for the samplers)."""
+    """``denoiser(x, t) -> Prediction`` for translation (the samplers): the fused UNet conditioned on source images
+    from T_s up, the plain UNet below it.
+
+    Below T_s the gate hands the fusion noise in place of the condition (m(t) ~ 0), and no loss of stage 3 trains
+    the fused path there (its transfer terms take t >= T_s, as the code's); the shots' diffusion term trains the
+    plain UNet at every time, so the plain UNet denoises those steps. The code's own result, the x0-prediction
+    at t ~ 359 > T_s, never reaches them. Measured: translations closer to the true renderings than through the
+    fused path with noise (bench/README.md, "Option studies")."""
 
     def __init__(self, method: "Phasic", condition: torch.Tensor, generators):
         self.method, self.condition, self.generators = method, condition, generators
@@ -346,6 +354,8 @@ class FusedDenoiser:
 
     def __call__(self, x: torch.Tensor, t: int) -> Prediction:
         times = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+        if int(t) < self.method.gate_time:
+            return self.schedule.predict(self.method.unet(x, times).sample.float().to(x.dtype), x, times)
         output = self.method.fused_output(x, times, self.condition, self.generators)
         return self.schedule.predict(output.to(x.dtype), x, times)
 
@@ -530,6 +540,8 @@ class Phasic(Method):
             raise TenshotError("phasic needs at least 2 images per micro-batch (half pair with source images); raise --batch-size")
         if self.options.weighting == "code":
             return self._code_losses(batch)
+        if self.options.weighting == "baseline":
+            return self._baseline_losses(batch)
         return self._paper_losses(batch)
 
     def _initialisation_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -548,9 +560,7 @@ class Phasic(Method):
         options, generator, shots = self.options, batch.generator, batch.images
         half = shots.shape[0] // 2
         large, rest = code_times(half, shots.shape[0] - half, options.gate_time, generator)
-        weight_large = (CODE_WEIGHT_BASE ** (large.float() / COSINE_TIMESTEPS)).to(shots.device)
-        ddc, style, spread = self._source_terms(half, large, generator, shots.device)
-        transfer = (weight_large * options.ddc_weight * ddc).mean() + (weight_large * options.style_weight * style).mean()
+        transfer, weight_large, ddc, style, spread = self._code_transfer(half, large, generator, shots.device)
         diffusion_large = self._shot_diffusion(shots[:half], large, generator)
         diffusion_rest = self._shot_diffusion(shots[half:], rest, generator)
         total = (
@@ -559,6 +569,24 @@ class Phasic(Method):
             + (code_rest_weight(rest, options.gate_time).to(shots.device) * diffusion_rest).mean()
         )
         return _terms(total, ddc, style, spread, torch.cat([diffusion_large, diffusion_rest]))
+
+    def _code_transfer(self, count: int, cosine_times: torch.Tensor, generator, device):
+        """mean[a(t) (l_DDC L_DDC + l_style L_style)] over ``count`` source images at ``cosine_times``, with a(t), L_DDC,
+        L_style and the spread score per sample."""
+        weight = (CODE_WEIGHT_BASE ** (cosine_times.float() / COSINE_TIMESTEPS)).to(device)
+        ddc, style, spread = self._source_terms(count, cosine_times, generator, device)
+        transfer = (weight * self.options.ddc_weight * ddc).mean() + (weight * self.options.style_weight * style).mean()
+        return transfer, weight, ddc, style, spread
+
+    def _baseline_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """weighting=baseline: c times fine-tuning's own loss on every shot (every time, min-SNR weighted) plus the
+        code's transfer terms on B/2 source images at t ~ U{T_s..799}."""
+        generator, shots = batch.generator, batch.images
+        half = shots.shape[0] // 2
+        large = torch.randint(self.options.gate_time, PHASE_SPLIT, (half,), generator=generator)
+        transfer, _, ddc, style, spread = self._code_transfer(half, large, generator, shots.device)
+        diffusion = diffusion_loss(self.unet, self.model.schedule, shots, generator)
+        return _terms(transfer + CODE_WEIGHT_CEILING * diffusion["loss"], ddc, style, spread, diffusion["weighted"])
 
     def _paper_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Eq. 7: m(t)(1 - w(t)) (l_DDC L_DDC + l_style L_style) + w(t) L_dif, w(t) = 1 - (t/T)^alpha."""
