@@ -74,6 +74,10 @@ the fusion are trained with:
     code never draws t >= 800 (its translation starts at 600) and its c - a(t) reaches 0 at t = 900 and
     turns negative, so d(t) holds the diffusion weight of the split: above it no transfer term takes its
     share a(t) of c.
+  - ``baseline``: c times fine-tuning's own loss on all B shots (every time, min-SNR weighted:
+    :func:`tenshot.methods.losses.diffusion_loss`), so the plain UNet that noise-to-image sampling uses is trained as
+    the baseline trains it, plus the code's transfer terms mean[a(t) (l_DDC L_DDC + l_style L_style)] on B/2 source
+    images at t ~ U{T_s..799}.
   - ``paper`` (Eq. 7): L = m(t)(1 - w(t)) (l_DDC L_DDC + l_style L_style) + w(t) L_dif with
     w(t) = 1 - (t/T)^alpha and t ~ U{0..T-1}, over B/2 source images and the B shots (every time, w > 0).
     alpha and the lambdas are not in the paper's main text; 1 by default.
@@ -133,8 +137,8 @@ class PhasicOptions:
     """Options of :class:`Phasic` (module docstring for what each does).
 
     ``stage``: both, init (stage 2 alone), adapt (stage 3 from the cached stage 2). ``fusion_steps``,
-    ``fusion_batch_size``, ``fusion_lr``, ``fusion_init`` (identity, default): stage 2. ``weighting``: code or
-    paper; ``alpha``: the paper's w(t) exponent. ``ddc_weight``, ``style_weight``: the lambdas. ``style_rule``:
+    ``fusion_batch_size``, ``fusion_lr``, ``fusion_init`` (identity, default): stage 2. ``weighting``: code,
+    baseline or paper; ``alpha``: the paper's w(t) exponent. ``ddc_weight``, ``style_weight``: the lambdas. ``style_rule``:
     hinge (Eq. 5 floored at the shots' own spread), mean (Eq. 5 as paper and code) or nearest (the nearest shot
     alone, floored at the shots' nearest-neighbour spread).
     ``ddc_network`` (el0, clip), ``style_network`` (el0, vgg), ``feature_size``: EL0's input size.
