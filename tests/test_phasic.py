@@ -424,6 +424,19 @@ def test_adapt_both_stages_translate_and_sample(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["000000.png", "000001.png"]
 
+    # --from-source: the source model's samples translated by the run (translate's defaults), as the two commands give them
+    drawn = ["--n", "3", "--steps", "2", "--seed", "4"]
+    for argv in (["sample", str(run), "--from-source", *drawn, "--out", str(tmp_path / "via-source")],
+                 ["sample", str(source), *drawn, "--out", str(tmp_path / "drawn")],
+                 ["translate", str(run), "--input", str(tmp_path / "drawn"), "--seed", "4", "--out", str(tmp_path / "translated-drawn")]):
+        result = runner.invoke(main, argv)
+        assert result.exit_code == 0, result.output
+    for name in ("000000.png", "000001.png", "000002.png"):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "via-source" / name)), np.asarray(Image.open(tmp_path / "translated-drawn" / name)))
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "via-source" / "000000.png")), np.asarray(Image.open(tmp_path / "drawn" / "000000.png")))
+    result = runner.invoke(main, ["sample", str(source), "--from-source", "--out", str(tmp_path / "refused")])
+    assert result.exit_code == 2 and "not a run folder" in result.output and not (tmp_path / "refused").exists()
+
 
 def test_translate_keeps_nested_names_and_refuses_collisions(tmp_path):
     source = save_model(new_model("tiny", SIZE), tmp_path / "source")

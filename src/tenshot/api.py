@@ -13,7 +13,7 @@ from .cache import replace_folder
 from .config import AdaptConfig, ConvertConfig, DemoConfig, DistillConfig, ExportConfig, PretrainConfig, ReportConfig, SampleConfig, TrainConfig, TranslateConfig
 from .errors import TenshotError
 from .runs import RUN_CONFIG, occupied, prepare_run, read_run_config, write_weights
-from .sampling import default_sample_batch, generate, load_for_sampling, resolve_device, translate_images, write_samples  # noqa: F401  (default_sample_batch: tenshot.api's since before sampling.py)
+from .sampling import default_sample_batch, generate, load_for_sampling, resolve_device, translate_images, write_samples
 
 
 # pretrain reads a domain whose decoded images would take more than this from disk, batch by batch
@@ -294,17 +294,49 @@ def sample(config: SampleConfig, progress: bool = False) -> SampleResult:
     out = Path(config.out)
     if occupied(out):
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
-    method = load_for_sampling(config.model, resolve_device(config.device))
+    source = _run_source(config.model) if config.from_source else None
+    device = resolve_device(config.device)
+    method = load_for_sampling(config.model, device)
     if hasattr(method, "prompted"):
+        if source is not None:
+            raise TenshotError(f"--from-source translates unconditional samples; {config.model} is a text-to-image model")
         method.prompted(config.prompt, config.guidance_scale)
     elif config.prompt is not None or config.guidance_scale is not None:
         raise TenshotError(f"--prompt and --guidance-scale are for text-to-image models; {config.model} is unconditional")
     started = time.perf_counter()
     with torch.no_grad():
-        images = generate(method, config.n, steps=config.steps, sampler=config.sampler, eta=config.eta, seed=config.seed, batch_size=config.batch_size, progress=progress)
+        if source is None:
+            images = generate(method, config.n, steps=config.steps, sampler=config.sampler, eta=config.eta, seed=config.seed, batch_size=config.batch_size, progress=progress)
+        else:
+            images = _translated_source_samples(method, source, config, device, progress)
     seconds = time.perf_counter() - started
     folder, grid = write_samples(images, out)
     return SampleResult(folder=folder, grid=grid, count=len(images), seconds=seconds)
+
+
+def _run_source(run: str) -> str:
+    """The source model an adapt run was made from (its ``config.yaml``), for ``sample --from-source``."""
+    source = (read_run_config(run, required=True) or {}).get("source")
+    if not source:
+        raise TenshotError(f"{run}: --from-source needs a run made by tenshot adapt (its config.yaml names no source model)")
+    return str(source)
+
+
+def _translated_source_samples(method, source: str, config: SampleConfig, device, progress: bool) -> np.ndarray:
+    """``sample --from-source``: ``config.n`` samples of ``source`` (``config``'s steps, sampler, eta and seed)
+    translated by the run at translate's defaults with the same seed, as ``tenshot sample SOURCE`` then ``tenshot
+    translate RUN`` would: the Phasic paper's protocol, which generates by translating source-domain samples."""
+    from .config import TranslationSettings
+
+    settings = TranslationSettings()
+    settings.check(method.model.size)
+    source_model = load_for_sampling(source, device)
+    _refuse_text_to_image(source_model.model, source, "sample --from-source")
+    if source_model.model.size != method.model.size:
+        raise TenshotError(f"{source}: {source_model.model.size} px, the run {config.model} is {method.model.size} px")
+    inputs = generate(source_model, config.n, steps=config.steps, sampler=config.sampler, eta=config.eta, seed=config.seed, batch_size=config.batch_size, progress=progress)
+    batch_size = config.batch_size or default_sample_batch(device, method.model)
+    return translate_images(method, inputs, settings, seed=config.seed, batch_size=batch_size, progress=progress)
 
 
 def report(config: ReportConfig):

@@ -300,6 +300,9 @@ SAMPLE = SampleConfig()
 @DEVICE_OPTION
 @click.option("--prompt", default=None, help="Text-to-image models: the prompt (default: a run's instance prompt).")
 @click.option("--guidance-scale", type=float, default=None, help="Text-to-image models: classifier-free guidance scale (default: the run's, 7.5).")
+@click.option("--from-source", is_flag=True, help="Draw the images from the run's source model and translate them with the run at translate's "
+              "defaults (= sample SOURCE, then translate RUN, same seed): the Phasic paper's way to generate, and phasic's fair generator "
+              "(its own noise-to-image samples lose diversity; README).")
 @click.option("--out", required=True, help="Folder for 000000.png, ...; the grid goes to OUT.png.")
 def sample(model, **values):
     """Draw images from MODEL (run folder, diffusers folder, Stable Diffusion pipeline folder, asset name or hub id)."""

@@ -248,6 +248,8 @@ class SampleConfig:
     # text-to-image models: the prompt and classifier-free guidance scale (None: a run's own)
     prompt: str | None = None
     guidance_scale: float | None = None
+    # draw from the run's source model and translate with the run (translate's defaults)
+    from_source: bool = False
 
     def validate(self) -> None:
         check_device(self.device)
