@@ -122,7 +122,6 @@ def test_gate_replaces_condition_features_by_noise_below_t_s():
             - method.condition_features(_images(7), late, torch.Generator().manual_seed(0))).abs().max() > 1e-3
 
 
-
 def test_translation_denoises_with_the_plain_unet_below_t_s_and_the_fused_one_above():
     method = _method()
     condition, x = _images(4), _images(5)
@@ -139,6 +138,7 @@ def test_translation_denoises_with_the_plain_unet_below_t_s_and_the_fused_one_ab
         method.fusion.convs[4].bias.add_(1.0)  # a change of the fusion moves the fused path alone
         assert (translated(above) - fused).abs().max() > 1e-3
         torch.testing.assert_close(translated(below), plain, rtol=0, atol=0)
+
 
 # --- losses ------------------------------------------------------------------------------------------------
 

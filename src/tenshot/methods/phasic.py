@@ -359,8 +359,9 @@ class FusedDenoiser:
     def __call__(self, x: torch.Tensor, t: int) -> Prediction:
         times = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
         if int(t) < self.method.gate_time:
-            return self.schedule.predict(self.method.unet(x, times).sample.float().to(x.dtype), x, times)
-        output = self.method.fused_output(x, times, self.condition, self.generators)
+            output = self.method.unet(x, times).sample.float()
+        else:
+            output = self.method.fused_output(x, times, self.condition, self.generators)
         return self.schedule.predict(output.to(x.dtype), x, times)
 
 
