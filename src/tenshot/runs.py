@@ -44,7 +44,8 @@ def read_run_config(run: str | Path, required: bool = False) -> dict | None:
 
 def prepare_run(out: Path, config, resume: bool) -> None:
     """A new run needs an absent or empty folder; a resumed one the same config, but for ``train.steps`` (which
-    may grow), ``train.report_to`` (logging only) and ``out`` (the folder may have moved).
+    may grow), ``train.keep_checkpoints`` and ``train.report_to`` (what is kept and logged, not what is trained)
+    and ``out`` (the folder may have moved).
 
     A resume first deletes the staging folders a killed process left (:func:`tenshot.cache.remove_staging`).
     Under ``torchrun``/``accelerate launch`` every process runs this: all of them check before any writes
@@ -60,9 +61,9 @@ def prepare_run(out: Path, config, resume: bool) -> None:
             raise TenshotError(f"{out}: nothing to resume (no {RUN_CONFIG})")
         previous = to_dict(load_yaml(type(config), saved))
         current = to_dict(config)
-        for values in (previous, current):  # what may differ: a longer run, a folder moved elsewhere, the tracker
-            values["train"].pop("steps")
-            values["train"].pop("report_to", None)
+        for values in (previous, current):  # what may differ: a longer run, its retention, a folder moved elsewhere, the tracker
+            for key in ("steps", "keep_checkpoints", "report_to"):
+                values["train"].pop(key, None)
             values.pop("out")
         if previous != current:
             changed = sorted(k for k in current if current[k] != previous.get(k))
