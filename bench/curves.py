@@ -16,6 +16,9 @@ so runs made before the monitor existed get it too; the stop that ``--stop-on-co
 
     .venv/bin/python bench/curves.py --targets openmoji --methods finetune,domainstudio --seeds 0,1
 
+A target is an EmojiShift style or a folder outside it laid out like one (``DIR/shots``, ``DIR/reference``;
+``bench/quality.target_split``), which the runs take through ``--target DIR/shots``, as a user would.
+
 Writes ``bench/results/NAME.json`` (every cell and every monitor point, published as each finishes),
 ``NAME.md`` (mean ± sd over the seeds of each budget) and ``NAME-TARGET.png`` (fid-el0, kid-el0,
 intra-lpips-el0, near-copy share, swd and the monitor's copy share against steps, one line per method with its
@@ -47,13 +50,13 @@ STOP_SHARES = (0.2, 0.5)
 
 
 def run_folder(work: Path, target: str, method: str, seed: int) -> Path:
-    return work / "curves" / target / f"{method}-seed{seed}"
+    return work / "curves" / quality.target_name(target) / f"{method}-seed{seed}"
 
 
 def train(work: Path, target: str, method: str, seed: int, budgets: list[int]) -> Path:
     """The run of the largest budget with a checkpoint at every multiple of the smallest (resumed if stopped)."""
     out = run_folder(work, target, method, seed)
-    argv = [quality.TENSHOT, "adapt", "--source", quality.SOURCE, "--target", f"emoji:{target}", "--method", method, "--seed", str(seed),
+    argv = [quality.TENSHOT, "adapt", "--source", quality.SOURCE, "--target", quality.target_split(target, "shots"), "--method", method, "--seed", str(seed),
             "--steps", str(budgets[-1]), "--checkpoint-every", str(budgets[0]), "--keep-checkpoints", str(budgets[-1] // budgets[0]),
             "--preview-every", str(budgets[0])]  # fmt: skip
     recipe = " ".join(argv[1:])
@@ -99,7 +102,7 @@ def monitor_points(run: Path, target: str) -> list[dict]:
         if [point["step"] for point in points] == steps:
             return points
     train = yaml.safe_load((run / "config.yaml").read_text())["train"]
-    monitor = CopyMonitor(load_domain(f"emoji:{target}", 32, default_split="shots"))
+    monitor = CopyMonitor(load_domain(quality.target_split(target, "shots"), 32))
     points = []
     with tempfile.TemporaryDirectory() as scratch:
         for step in steps:
@@ -118,11 +121,11 @@ def reference_copy_share(work: Path, target: str) -> float:
     from tenshot.data.domains import load_domain
     from tenshot.metrics.memorisation import SHARE_KEY, CopyMonitor
 
-    done = work / "curves" / f"{target}.reference-share.json"
+    done = work / "curves" / f"{quality.target_name(target)}.reference-share.json"
     if not done.is_file():
-        monitor = CopyMonitor(load_domain(f"emoji:{target}", 32, default_split="shots"))
+        monitor = CopyMonitor(load_domain(quality.target_split(target, "shots"), 32))
         done.parent.mkdir(parents=True, exist_ok=True)
-        quality.write_json(done, {"share": monitor(load_domain(f"emoji:{target}", 32, default_split="reference"))[SHARE_KEY]})
+        quality.write_json(done, {"share": monitor(load_domain(quality.target_split(target, "reference"), 32))[SHARE_KEY]})
     return json.loads(done.read_text())["share"]
 
 
@@ -273,19 +276,19 @@ def main() -> None:
     if any(budget % budgets[0] for budget in budgets):
         parser.error("every budget must be a multiple of the smallest (the runs checkpoint at its multiples)")
     parts = [int(b) for b in args.sample_budgets.split(",")] if args.sample_budgets else budgets
-    results = {"settings": {"targets": targets, "methods": methods, "seeds": seeds, "budgets": budgets, "n": args.n, "preview-count": 16,
+    results = {"settings": {"targets": [quality.target_name(target) for target in targets], "methods": methods, "seeds": seeds, "budgets": budgets, "n": args.n, "preview-count": 16,
                             "date": time.strftime("%Y-%m-%d"), "command": "python bench/curves.py " + " ".join(sys.argv[1:])},
-               "cells": [], "monitor": [], "reference-share": {target: reference_copy_share(args.work, target) for target in targets}}  # fmt: skip
+               "cells": [], "monitor": [], "reference-share": {quality.target_name(target): reference_copy_share(args.work, target) for target in targets}}  # fmt: skip
     for target in targets:
         for method in methods:
             for rank, seed in enumerate(seeds):
                 run = train(args.work, target, method, seed, budgets)
                 points = monitor_points(run, target)
-                results["monitor"] += [{"target": target, "method": method, "seed": seed, **point} for point in points]
+                results["monitor"] += [{"target": quality.target_name(target), "method": method, "seed": seed, **point} for point in points]
                 sampled = budgets if rank < args.every_budget_seeds else budgets[-args.top :]
                 for step in [step for step in sampled if step in parts]:
                     cell = budget_cell(run, target, seed, step, args.n)
-                    results["cells"].append({"target": target, "method": method, "seed": seed, "step": step, **cell})
+                    results["cells"].append({"target": quality.target_name(target), "method": method, "seed": seed, "step": step, **cell})
                     publish(results, args.name)
     publish(results, args.name)
 

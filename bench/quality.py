@@ -141,8 +141,21 @@ def run(argv: list[str], log: Path) -> dict[str, float]:
             "threads": threads or int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))}
 
 
+def target_split(target: str, split: str) -> str:
+    """The domain argument of one split of a benchmark target: ``emoji:T:SPLIT`` for an EmojiShift style, or
+    ``DIR/SPLIT`` for a target outside EmojiShift given as a folder laid out like it (``shots/``, ``train/``,
+    ``reference/``), which reaches the methods through ``--target DIR/shots``, the user's path."""
+    return str(Path(target) / split) if os.sep in target else f"emoji:{target}:{split}"
+
+
+def target_name(target: str) -> str:
+    """A target's name in tables, plots and work folders: the style, or the folder's name."""
+    return Path(target).name if os.sep in target else target
+
+
 def evaluate(samples: Path, target: str, out: Path) -> dict[str, float]:
-    run([TENSHOT, "evaluate", str(samples), "--reference", f"emoji:{target}", "--shots", f"emoji:{target}", "--out", str(out)], out.with_suffix(".log"))
+    reference, shots = target_split(target, "reference"), target_split(target, "shots")
+    run([TENSHOT, "evaluate", str(samples), "--reference", reference, "--shots", shots, "--out", str(out)], out.with_suffix(".log"))
     return json.loads(out.read_text())
 
 
@@ -306,17 +319,34 @@ def trained_oracle(oracle: Path, argv: list[str]) -> dict:
     return json.loads(done.read_text())
 
 
+def continues(started: str, recipe: str) -> bool:
+    """Whether a run begun by the training command ``started`` goes on as ``recipe``: the same command, or the same
+    run made longer (a larger ``--steps``, and any ``--keep-checkpoints``: ``tenshot ... --resume`` allows both)."""
+    def parts(command: str) -> tuple[list[str], int]:
+        words, rest, steps = command.split(), [], 0
+        for index, word in enumerate(words):
+            if index and words[index - 1] in ("--steps", "--keep-checkpoints"):
+                steps = int(word) if words[index - 1] == "--steps" else steps
+            elif word != "--keep-checkpoints":
+                rest.append(word)
+        return rest, steps
+
+    (before, before_steps), (after, after_steps) = parts(started), parts(recipe)
+    return before == after and after_steps >= before_steps
+
+
 def train_resuming(argv: list[str], out: Path, log: Path, recipe: str) -> dict:
     """Run the training command ``argv`` into the run folder ``out`` and return its ``run`` figures and the loop's
-    own ``loop-seconds``. A run of the same ``recipe`` that was interrupted (the sitting ended) after a checkpoint
-    continues from it with ``--resume``; its ``seconds`` and ``cpu-seconds`` are then None (the killed parts took
-    theirs with them: the loop's, whose clock goes on across a resume, remain), its peak memory the last part's."""
+    own ``loop-seconds``. A run that ``recipe`` :func:`continues` (interrupted after a checkpoint when the sitting
+    ended, or made longer) goes on from its last checkpoint with ``--resume``; its ``seconds`` and ``cpu-seconds``
+    are then None (the earlier parts took theirs with them: the loop's, whose clock goes on across a resume,
+    remain), its peak memory the last part's."""
     started = out.with_name(out.name + ".recipe")  # beside the run: a new run needs an empty folder
-    resume = started.is_file() and started.read_text() == recipe and any((out / "checkpoints").glob("step-*"))
+    resume = started.is_file() and continues(started.read_text(), recipe) and any((out / "checkpoints").glob("step-*"))
     if not resume:
         shutil.rmtree(out, ignore_errors=True)
         out.parent.mkdir(parents=True, exist_ok=True)
-        started.write_text(recipe)
+    started.write_text(recipe)
     timing = run([*argv, "--out", str(out), *(["--resume"] if resume else [])], log)
     timing["loop-seconds"] = loop_seconds(out)
     if resume:

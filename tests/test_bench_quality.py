@@ -90,6 +90,12 @@ def test_a_cells_seed_is_read_from_its_recipe():
     assert quality.cell_seed("shots of emoji:openmoji repeated to 1000") is None
 
 
+def test_a_target_outside_emojishift_is_a_folder_of_splits_named_by_the_folder(tmp_path):
+    folder = str(tmp_path / "my-icons")
+    assert quality.target_split(folder, "shots") == f"{folder}/shots" and quality.target_name(folder) == "my-icons"
+    assert quality.target_split("openmoji", "reference") == "emoji:openmoji:reference" and quality.target_name("openmoji") == "openmoji"
+
+
 def test_each_finished_cell_is_published_before_the_table_ends(monkeypatch):
     def fake_cell(work, target, method, seed, plan):
         if method == "crdi":
@@ -127,6 +133,9 @@ def test_an_interrupted_training_resumes_from_its_checkpoint_and_another_recipe_
     assert resumed["loop-seconds"] == 5.0 and resumed["seconds"] is None and resumed["cpu-seconds"] is None
     assert len((out / "log.jsonl").read_text().splitlines()) == 2
 
+    assert quality.continues("adapt --steps 300 --keep-checkpoints 2 --seed 0", "adapt --steps 600 --keep-checkpoints 4 --seed 0")
+    assert not quality.continues("adapt --steps 600 --seed 0", "adapt --steps 300 --seed 0")  # shorter: a new run
+    assert not quality.continues("adapt --steps 300 --seed 0", "adapt --steps 300 --seed 1")
     fresh = quality.train_resuming([*argv, "--no-fail"], out, log, "recipe b")
 
     assert fresh["loop-seconds"] == 2.0 and fresh["seconds"] > 0 and fresh["cpu-seconds"] is not None
