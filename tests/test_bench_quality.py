@@ -96,6 +96,18 @@ def test_a_target_outside_emojishift_is_a_folder_of_splits_named_by_the_folder(t
     assert quality.target_split("openmoji", "reference") == "emoji:openmoji:reference" and quality.target_name("openmoji") == "openmoji"
 
 
+def test_a_folder_of_images_splits_into_shots_and_disjoint_halves_the_same_way_each_time(tmp_path):
+    spec = importlib.util.spec_from_file_location("split_target", REPO / "bench" / "split_target.py")
+    split_target = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(split_target)
+    files = [tmp_path / f"{index:02d}.png" for index in range(25)]
+    first, again = split_target.split(files, 0, 10), split_target.split(list(reversed(files)), 0, 10)
+    assert first == again  # the input's order does not matter: the files are sorted by name first
+    assert [len(first[name]) for name in ("shots", "train", "reference")] == [10, 8, 7]
+    assert sorted(sum(first.values(), [])) == files
+    assert split_target.split(files, 1, 10)["shots"] != first["shots"]
+
+
 def test_each_finished_cell_is_published_before_the_table_ends(monkeypatch):
     def fake_cell(work, target, method, seed, plan):
         if method == "crdi":
