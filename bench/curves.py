@@ -56,7 +56,7 @@ def run_folder(work: Path, target: str, method: str, seed: int) -> Path:
 def train(work: Path, target: str, method: str, seed: int, budgets: list[int]) -> Path:
     """The run of the largest budget with a checkpoint at every multiple of the smallest (resumed if stopped)."""
     out = run_folder(work, target, method, seed)
-    argv = [quality.TENSHOT, "adapt", "--source", quality.SOURCE, "--target", quality.target_split(target, "shots"), "--method", method, "--seed", str(seed),
+    argv = [quality.TENSHOT, "adapt", "--source", quality.SOURCE, "--target", quality.target_domain(target), "--method", method, "--seed", str(seed),
             "--steps", str(budgets[-1]), "--checkpoint-every", str(budgets[0]), "--keep-checkpoints", str(budgets[-1] // budgets[0]),
             "--preview-every", str(budgets[0])]  # fmt: skip
     recipe = " ".join(argv[1:])

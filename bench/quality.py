@@ -148,6 +148,11 @@ def target_split(target: str, split: str) -> str:
     return str(Path(target) / split) if os.sep in target else f"emoji:{target}:{split}"
 
 
+def target_domain(target: str) -> str:
+    """A target as ``adapt --target`` takes it: ``emoji:T`` (its shots by default), or ``DIR/shots``."""
+    return target_split(target, "shots") if os.sep in target else f"emoji:{target}"
+
+
 def target_name(target: str) -> str:
     """A target's name in tables, plots and work folders: the style, or the folder's name."""
     return Path(target).name if os.sep in target else target
@@ -173,17 +178,17 @@ def sample(model: str, cell: Path, plan: Plan, seed: int) -> dict:
 
 def method_cell(work: Path, target: str, method: str, seed: int, plan: Plan) -> dict:
     """Adapt ``noto-32`` to ``target`` with ``method``, then sample and score (cached)."""
-    argv = [TENSHOT, "adapt", "--source", SOURCE, "--target", f"emoji:{target}", "--method", method, "--seed", str(seed), "--preview-count", "0"]
-    return trained_cell(work / target / method / f"seed-{seed}", [*argv, *budget_flags("adapt", method, plan.quick), *plan.adapt_flags], target, seed, plan)
+    argv = [TENSHOT, "adapt", "--source", SOURCE, "--target", target_domain(target), "--method", method, "--seed", str(seed), "--preview-count", "0"]
+    return trained_cell(work / target_name(target) / method / f"seed-{seed}", [*argv, *budget_flags("adapt", method, plan.quick), *plan.adapt_flags], target, seed, plan)
 
 
 def distilled_cell(work: Path, target: str, teacher: str, seed: int, plan: Plan) -> dict:
     """Distil the ``teacher`` method's run of this seed with GDD, then sample and score (cached; the recipe names the
     teacher cell's own, so a teacher made again is distilled again)."""
-    teacher_cell = work / target / teacher / f"seed-{seed}"
+    teacher_cell = work / target_name(target) / teacher / f"seed-{seed}"
     argv = [TENSHOT, "distill", str(teacher_cell / "run"), "--seed", str(seed), "--preview-count", "0", *budget_flags("distill", teacher, plan.quick)]
     teacher_recipe = json.loads((teacher_cell / "cell.json").read_text())["command"]
-    return trained_cell(work / target / f"{DISTILLED}-from-{teacher}" / f"seed-{seed}", argv, target, seed, plan, f"; teacher {teacher_recipe}")
+    return trained_cell(work / target_name(target) / f"{DISTILLED}-from-{teacher}" / f"seed-{seed}", argv, target, seed, plan, f"; teacher {teacher_recipe}")
 
 
 def trained_cell(cell: Path, argv: list[str], target: str, seed: int, plan: Plan, recipe: str = "") -> dict:
@@ -289,11 +294,11 @@ def best_method(rows: dict, methods: list[str]) -> str:
 def anchor_cell(work: Path, target: str, anchor: str, plan: Plan) -> dict:
     """Score an anchor against ``target``: the source's samples (drawn once for every target), the oracle's (its
     training cached by a hash of its command) or the shots repeated."""
-    oracle_argv = [TENSHOT, "adapt", "--source", SOURCE, "--target", f"emoji:{target}:train", "--method", "finetune", "--steps", str(plan.oracle_steps), *ORACLE_FLAGS]
+    oracle_argv = [TENSHOT, "adapt", "--source", SOURCE, "--target", target_split(target, "train"), "--method", "finetune", "--steps", str(plan.oracle_steps), *ORACLE_FLAGS]
     oracle_command = " ".join(oracle_argv[1:])
     sampled = f"sample {' '.join(sample_flags(plan, 0))}"
-    command = {"source": f"{SOURCE}; {sampled}", "oracle": f"{oracle_command}; {sampled}", "shots": f"shots of emoji:{target} repeated to {plan.n}"}[anchor]
-    cell = work / target / anchor
+    command = {"source": f"{SOURCE}; {sampled}", "oracle": f"{oracle_command}; {sampled}", "shots": f"shots of {target_domain(target)} repeated to {plan.n}"}[anchor]
+    cell = work / target_name(target) / anchor
     result = cached(cell, command)
     if result is not None:
         return result
@@ -302,7 +307,7 @@ def anchor_cell(work: Path, target: str, anchor: str, plan: Plan) -> dict:
         extra = source_samples(work, plan)
         samples = work / "source" / "samples"
     elif anchor == "oracle":
-        oracle = work / "oracles" / f"{target}-{hashlib.sha256(oracle_command.encode()).hexdigest()[:12]}"
+        oracle = work / "oracles" / f"{target_name(target)}-{hashlib.sha256(oracle_command.encode()).hexdigest()[:12]}"
         extra = {**adapt_figures(trained_oracle(oracle, oracle_argv)), **stage(cell / SAMPLED, command, lambda: sample(str(oracle), cell, plan, 0))}
     else:
         repeat_shots(target, samples, plan.n)
@@ -404,7 +409,7 @@ def repeat_shots(target: str, out: Path, n: int) -> None:
     from tenshot.api import write_samples
     from tenshot.data import load_domain
 
-    shots = load_domain(f"emoji:{target}", 32, default_split="shots", minimum=1)
+    shots = load_domain(target_domain(target), 32, default_split="shots", minimum=1)
     shutil.rmtree(out, ignore_errors=True)
     write_samples(np.concatenate([shots] * (n // len(shots) + 1))[:n], out)
 
@@ -554,7 +559,7 @@ def fill_table(cells: Cells, work: Path, plan: Plan, progress: Callable[[dict], 
         with lock:
             done = {target: {row: [f.result() for f in futures if f.done() and not f.cancelled() and f.exception() is None]
                              for row, futures in target_rows.items()} for target, target_rows in rows.items()}
-        return {target: {row: results for row, results in target_rows.items() if results} for target, target_rows in done.items()}
+        return {target_name(target): {row: results for row, results in target_rows.items() if results} for target, target_rows in done.items()}
 
     def enter(target: str, row: str, future: Future) -> None:
         with lock:
@@ -600,7 +605,7 @@ def fill_table(cells: Cells, work: Path, plan: Plan, progress: Callable[[dict], 
                     submit_after(teacher_cell, entry)
             else:  # every teacher is done: queued together, so that none starts before its sharers are counted
                 submit(entries)
-    return {target: {row: [f.result() for f in futures] for row, futures in target_rows.items()} for target, target_rows in rows.items()}
+    return {target_name(target): {row: [f.result() for f in futures] for row, futures in target_rows.items()} for target, target_rows in rows.items()}
 
 
 def parse_plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Plan:
@@ -620,9 +625,10 @@ def parse_plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Pla
         adapt_flags=args.adapt_flags.split(),
         teacher=args.teacher,
     )
-    unknown = [target for target in plan.targets if target not in TARGETS + SUBPOPULATION_TARGETS]
+    unknown = [target for target in plan.targets if target not in TARGETS + SUBPOPULATION_TARGETS and not (os.sep in target and Path(target, "shots").is_dir())]
     if unknown:
-        parser.error(f"--targets {','.join(unknown)}: choose from {', '.join(TARGETS + SUBPOPULATION_TARGETS)}")
+        parser.error(f"--targets {','.join(unknown)}: choose from {', '.join(TARGETS + SUBPOPULATION_TARGETS)}, or a folder with shots/, train/ and "
+                     "reference/ (bench/split_target.py)")
     if plan.teacher and DISTILLED in plan.methods and plan.teacher not in plan.methods:
         parser.error(f"--teacher {plan.teacher}: list it in --methods too (GDD distils its runs)")
     return plan

@@ -93,6 +93,7 @@ def test_a_cells_seed_is_read_from_its_recipe():
 def test_a_target_outside_emojishift_is_a_folder_of_splits_named_by_the_folder(tmp_path):
     folder = str(tmp_path / "my-icons")
     assert quality.target_split(folder, "shots") == f"{folder}/shots" and quality.target_name(folder) == "my-icons"
+    assert quality.target_domain(folder) == f"{folder}/shots" and quality.target_domain("openmoji") == "emoji:openmoji"
     assert quality.target_split("openmoji", "reference") == "emoji:openmoji:reference" and quality.target_name("openmoji") == "openmoji"
 
 
@@ -106,6 +107,15 @@ def test_a_folder_of_images_splits_into_shots_and_disjoint_halves_the_same_way_e
     assert [len(first[name]) for name in ("shots", "train", "reference")] == [10, 8, 7]
     assert sorted(sum(first.values(), [])) == files
     assert split_target.split(files, 1, 10)["shots"] != first["shots"]
+
+
+def test_a_folder_targets_rows_are_named_by_the_folder(monkeypatch, tmp_path):
+    monkeypatch.setattr(quality, "method_cell", lambda work, target, method, seed, plan: cell(method, seed, 70.0))
+    plan = quality.Plan(n=10, seeds=[0], targets=[str(tmp_path / "my-icons")], methods=["finetune"], anchors=[], quick=False, adapt_flags=[])
+    cells = quality.Cells(1)
+    with cells.pool:
+        table = quality.fill_table(cells, None, plan, lambda _: None)
+    assert list(table) == ["my-icons"] and [c["fid-el0"] for c in table["my-icons"]["finetune"]] == [70.0]
 
 
 def test_each_finished_cell_is_published_before_the_table_ends(monkeypatch):
