@@ -67,9 +67,9 @@ def markdown(results: dict) -> str:
              f"emoji:{settings['target']}'s reference half. The generator's minutes are the distillation loop's; drawing its teacher "
              "samples comes first and is not in them. The discriminator trains on EL0 features, the metric network: compare swd too.", "",
              "| row | minutes | " + " | ".join(column for column, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]  # fmt: skip
-    for row in results["teacher"]:
+    for row in sorted(results["teacher"], key=lambda row: row["steps"]):
         lines.append(f"| teacher, DDIM {row['steps']} | | " + " | ".join(f"{row[c]:.{d}f}" for c, d in COLUMNS) + " |")
-    for row in results["generator"]:
+    for row in sorted(results["generator"], key=lambda row: (row["label"], row["step"])):
         lines.append(f"| {row['label']}, step {row['step']} | {row['seconds'] / 60:.1f} | " + " | ".join(f"{row[c]:.{d}f}" for c, d in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
 
@@ -79,6 +79,7 @@ def plot(results: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     for axis, column in zip(axes, ("fid-el0", "swd")):
@@ -88,6 +89,13 @@ def plot(results: dict, path: Path) -> None:
         for index, row in enumerate(sorted(results["teacher"], key=lambda row: row["steps"])):
             axis.axhline(row[column], color="grey", linestyle=(0, (1 + index, 2)), linewidth=1)
             axis.annotate(f"teacher DDIM {row['steps']}", (0, row[column]), xycoords=("axes fraction", "data"), fontsize=7, va="bottom")
+        if column == "fid-el0" and results["teacher"]:  # issue 23's bar: within 20% of the teacher's best row
+            best = max(results["teacher"], key=lambda row: row["steps"])
+            axis.axhline(1.2 * best[column], color="C3", linewidth=1)
+            axis.annotate(f"1.2 x teacher DDIM {best['steps']}", (0.3, 1.2 * best[column]), xycoords=("axes fraction", "data"), fontsize=7, va="top", color="C3")
+        axis.set_yscale("log")  # the 1-step teacher row is far above the rest
+        axis.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axis.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
         axis.set_xlabel("distillation minutes (training loop)")
         axis.set_title(column)
         axis.grid(alpha=0.3)
