@@ -324,17 +324,18 @@ def trained_oracle(oracle: Path, argv: list[str]) -> dict:
     return json.loads(done.read_text())
 
 
+GROWING = ("--steps", "--keep-checkpoints")  # what a resumed training command may change
+
+
 def continues(started: str, recipe: str) -> bool:
     """Whether a run begun by the training command ``started`` goes on as ``recipe``: the same command, or the same
     run made longer (a larger ``--steps``, and any ``--keep-checkpoints``: ``tenshot ... --resume`` allows both)."""
     def parts(command: str) -> tuple[list[str], int]:
-        words, rest, steps = command.split(), [], 0
-        for index, word in enumerate(words):
-            if index and words[index - 1] in ("--steps", "--keep-checkpoints"):
-                steps = int(word) if words[index - 1] == "--steps" else steps
-            elif word != "--keep-checkpoints":
-                rest.append(word)
-        return rest, steps
+        """The command without the values of --steps and --keep-checkpoints (nor the latter's flag), and its steps."""
+        words = command.split()
+        steps = [int(value) for flag, value in zip(words, words[1:]) if flag == "--steps"]
+        rest = [word for index, word in enumerate(words) if word != "--keep-checkpoints" and (index == 0 or words[index - 1] not in GROWING)]
+        return rest, steps[-1] if steps else 0
 
     (before, before_steps), (after, after_steps) = parts(started), parts(recipe)
     return before == after and after_steps >= before_steps
