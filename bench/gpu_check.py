@@ -2,7 +2,7 @@
 
 In one process, through the Python API, on the shipped ``noto-32``: ``adapt`` (fine-tuning), ``sample``,
 ``distill`` (GDD-I from the adapted run, teacher samples included), ``translate`` and ``evaluate``. Before each
-command the CUDA peak-memory counter is reset; after it, the check asserts the command allocated CUDA memory
+command the CUDA peak-memory counter is reset; after it, the check asserts the command made CUDA allocations
 (so it ran on the device, not silently on the CPU) and records its wall seconds and peak. Then
 ``bench/speed.py`` runs at 32 and 64 px on the same machine, its table written beside the CPU one.
 
@@ -51,26 +51,27 @@ def commands(work: Path, device: str, share: float) -> list[tuple[str, callable]
     ]  # fmt: skip
 
 
-def check(device: str, share: float) -> list[dict]:
+def check(device: str, share: float, work: Path) -> list[dict]:
     on_cuda = device.startswith("cuda")
     if on_cuda and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --device cpu for a dry run")
     rows = []
-    with tempfile.TemporaryDirectory(prefix="tenshot-gpu-") as tmp:
-        for name, call in commands(Path(tmp), device, share):
-            if on_cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            started = time.perf_counter()
-            call()
-            if on_cuda:
-                torch.cuda.synchronize()
-            row = {"command": name, "seconds": round(time.perf_counter() - started, 1)}
-            if on_cuda:
-                row["cuda_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-                assert row["cuda_peak_mib"] > 0, f"{name} allocated no CUDA memory: it did not run on the device"
-            rows.append(row)
-            print(row, flush=True)
+    for name, call in commands(work, device, share):
+        if on_cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            allocations = torch.cuda.memory_stats().get("allocation.all.allocated", 0)
+        started = time.perf_counter()
+        call()
+        if on_cuda:
+            torch.cuda.synchronize()
+        row = {"command": name, "seconds": round(time.perf_counter() - started, 1)}
+        if on_cuda:
+            row["cuda_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            row["cuda_allocations"] = torch.cuda.memory_stats().get("allocation.all.allocated", 0) - allocations
+            assert row["cuda_allocations"] > 0, f"{name} made no CUDA allocation: it did not run on the device"
+        rows.append(row)
+        print(row, flush=True)
     return rows
 
 
@@ -80,15 +81,20 @@ def main() -> None:
     parser.add_argument("--share", type=float, default=1.0, help="This share of every budget (steps, images), at least 4.")
     parser.add_argument("--no-speed", action="store_true", help="Skip bench/speed.py.")
     parser.add_argument("--name", default="gpu-check")
+    parser.add_argument("--work", type=Path, help="Keep the runs and samples here (default: a temporary folder, removed).")
     args = parser.parse_args()
     header = {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu",
               "torch": torch.__version__, "command": "python bench/gpu_check.py " + " ".join(sys.argv[1:])}  # fmt: skip
-    rows = check(args.device, args.share)
+    if args.work:
+        rows = check(args.device, args.share, args.work)
+    else:
+        with tempfile.TemporaryDirectory(prefix="tenshot-gpu-") as tmp:
+            rows = check(args.device, args.share, Path(tmp))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps({**header, "commands": rows}, indent=2) + "\n")
     lines = [f"Every command on {header['device']} (torch {header['torch']}), {header['date']}, `{header['command']}`.", "",
-             "| command | wall s | CUDA peak MiB |", "|---|---:|---:|"]  # fmt: skip
-    lines += [f"| {r['command']} | {r['seconds']} | {r.get('cuda_peak_mib', '')} |" for r in rows]
+             "| command | wall s | CUDA peak MiB | CUDA allocations |", "|---|---:|---:|---:|"]  # fmt: skip
+    lines += [f"| {r['command']} | {r['seconds']} | {r.get('cuda_peak_mib', '')} | {r.get('cuda_allocations', '')} |" for r in rows]
     (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     if not args.no_speed:
         subprocess.run([sys.executable, str(REPO / "bench" / "speed.py"), "--out", str(RESULTS / "speed-gpu.json")], check=True)
