@@ -40,7 +40,7 @@ def teacher_cell(work: Path, teacher: str, target: str, steps: int, n: int) -> d
     result = quality.cached(cell, command)
     if result is not None:
         return result
-    timing = quality.run([quality.TENSHOT, "sample", teacher, *flags, "--out", str(cell / "samples")], cell / "sample.log")
+    timing = quality.run([quality.TENSHOT, "sample", teacher, *flags, *quality.BENCH_SAMPLER, "--out", str(cell / "samples")], cell / "sample.log")
     metrics = quality.evaluate(cell / "samples", target, cell / "metrics.json")
     return quality.store(cell, {**metrics, "sample-img-per-s": n / timing["seconds"], "command": command})
 

@@ -277,12 +277,25 @@ def test_out_of_memory_is_one_line_suggesting_a_smaller_batch(tiny_run, tmp_path
 def test_sample_with_dpm_solver(tiny_run, tmp_path):
     """--sampler dpm++ draws with DPM-Solver++(2M): other images than DDIM's from the same noise, and deterministic."""
     folders = {}
-    for name, sampler in (("dpm", "dpm++"), ("dpm-again", "dpm++"), ("ddim", "ddim")):
+    for name, flags in (("dpm", ["--steps", "3", "--sampler", "dpm++"]), ("dpm-again", ["--steps", "3", "--sampler", "dpm++"]),
+                        ("ddim", ["--steps", "3", "--sampler", "ddim"]), ("default", []), ("dpm-10", ["--steps", "10", "--sampler", "dpm++"])):
         folders[name] = tmp_path / name
-        status, _, stderr = invoke(["sample", tiny_run, "--n", "3", "--steps", "3", "--sampler", sampler, "--out", folders[name]])
+        status, _, stderr = invoke(["sample", tiny_run, "--n", "3", *flags, "--out", folders[name]])
         assert status == 0, stderr
     images = {name: np.stack([np.asarray(Image.open(folder / f"{k:06d}.png")) for k in range(3)]) for name, folder in folders.items()}
     assert np.array_equal(images["dpm"], images["dpm-again"]) and not np.array_equal(images["dpm"], images["ddim"])
+    assert np.array_equal(images["default"], images["dpm-10"])  # the default: DPM-Solver++(2M) at 10 steps
+
+
+def test_sampler_choice_takes_what_is_given_else_the_methods_default():
+    from tenshot.methods.crdi import CRDI
+    from tenshot.methods.finetune import FineTune
+    from tenshot.sampling import sampler_choice
+
+    assert sampler_choice(FineTune, None, None) == ("dpm++", 10)
+    assert sampler_choice(CRDI, None, None) == ("ddim", 25)  # its guidance is defined on DDIM steps
+    assert sampler_choice(FineTune, "ddim", None) == ("ddim", 25)
+    assert sampler_choice(FineTune, "ddpm", 7) == ("ddpm", 7)
 
 
 def test_adapt_writes_a_run(tiny_run, image_folder, tmp_path):

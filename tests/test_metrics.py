@@ -450,9 +450,9 @@ def test_evaluate_samples_a_model_first(sets, tmp_path):
     config = EvaluateConfig(samples=str(folder), reference=str(sets["reference"]), n=4, steps=2, seed=3)
     images, settings = load_samples(config)
     with torch.no_grad():
-        expected = generate(FineTune(load_model(folder)), 4, steps=2, seed=3)
+        expected = generate(FineTune(load_model(folder)), 4, steps=2, sampler="dpm++", seed=3)
     np.testing.assert_array_equal(images, expected)
-    assert settings == {"sampler": "ddim", "sampling-steps": 2, "sampling-seed": 3}
+    assert settings == {"sampler": "dpm++", "sampling-steps": 2, "sampling-seed": 3}  # sample's default sampler
     result = evaluate(config)
     assert result.settings["samples"] == 4 and result.settings["size"] == 16
 

@@ -13,7 +13,7 @@ from .cache import replace_folder
 from .config import AdaptConfig, ConvertConfig, DemoConfig, DistillConfig, ExportConfig, PretrainConfig, ReportConfig, SampleConfig, TrainConfig, TranslateConfig
 from .errors import TenshotError
 from .runs import RUN_CONFIG, occupied, prepare_run, read_run_config, write_weights
-from .sampling import default_sample_batch, generate, load_for_sampling, resolve_device, translate_images, write_samples
+from .sampling import default_sample_batch, generate, load_for_sampling, resolve_device, sampler_choice, translate_images, write_samples
 
 
 # pretrain reads a domain whose decoded images would take more than this from disk, batch by batch
@@ -306,7 +306,8 @@ def sample(config: SampleConfig, progress: bool = False) -> SampleResult:
     started = time.perf_counter()
     with torch.no_grad():
         if source is None:
-            images = generate(method, config.n, steps=config.steps, sampler=config.sampler, eta=config.eta, seed=config.seed, batch_size=config.batch_size, progress=progress)
+            sampler, steps = sampler_choice(method, config.sampler, config.steps)
+            images = generate(method, config.n, steps=steps, sampler=sampler, eta=config.eta, seed=config.seed, batch_size=config.batch_size, progress=progress)
         else:
             images = _translated_source_samples(method, source, config, device, progress)
     seconds = time.perf_counter() - started
@@ -334,7 +335,8 @@ def _translated_source_samples(method, source: str, config: SampleConfig, device
     _refuse_text_to_image(source_model.model, source, "sample --from-source")
     if source_model.model.size != method.model.size:
         raise TenshotError(f"{source}: {source_model.model.size} px, the run {config.model} is {method.model.size} px")
-    inputs = generate(source_model, config.n, steps=config.steps, sampler=config.sampler, eta=config.eta, seed=config.seed, batch_size=config.batch_size, progress=progress)
+    sampler, steps = sampler_choice(source_model, config.sampler, config.steps)
+    inputs = generate(source_model, config.n, steps=steps, sampler=sampler, eta=config.eta, seed=config.seed, batch_size=config.batch_size, progress=progress)
     batch_size = config.batch_size or default_sample_batch(device, method.model)
     return translate_images(method, inputs, settings, seed=config.seed, batch_size=batch_size, progress=progress)
 

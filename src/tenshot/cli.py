@@ -87,6 +87,9 @@ def _echo_main(text: str) -> None:
         click.echo(text)
 
 
+SAMPLER_HELP = ("ddim (with --eta), ddpm (ancestral) or dpm++ (DPM-Solver++(2M), second order, deterministic). Default: dpm++, "
+                "or ddim for crdi runs (guidance defined on DDIM steps) and text-to-image pipelines.")
+STEPS_HELP = "Sampling steps. Default: 10 for dpm++, which reaches 25-step DDIM's fid-el0 (bench/results/samplers.md), 25 for ddim and ddpm."
 DEVICE_OPTION = click.option("--device", default="auto", show_default=True, help="auto (CUDA when present, else the CPU), cpu, cuda or cuda:N.")
 
 
@@ -292,8 +295,8 @@ SAMPLE = SampleConfig()
 @main.command()
 @click.argument("model")
 @click.option("--n", type=int, default=SAMPLE.n, show_default=True, help="Number of images.")
-@click.option("--steps", type=int, default=SAMPLE.steps, show_default=True, help="Sampling steps (a one-step generator from distill takes one).")
-@click.option("--sampler", type=click.Choice(SAMPLERS), default=SAMPLE.sampler, show_default=True, help="ddim (with --eta), ddpm (ancestral) or dpm++ (DPM-Solver++(2M), second order, deterministic).")
+@click.option("--steps", type=int, default=SAMPLE.steps, help=STEPS_HELP + " A one-step generator from distill takes one.")
+@click.option("--sampler", type=click.Choice(SAMPLERS), default=SAMPLE.sampler, help=SAMPLER_HELP)
 @click.option("--eta", type=float, default=SAMPLE.eta, show_default=True, help="DDIM eta (0: deterministic).")
 @click.option("--seed", type=int, default=SAMPLE.seed, show_default=True, help="Image k uses seed (seed, k) at any batch size.")
 @click.option("--batch-size", type=int, default=None, help="Images per sampling call (default: 16 on a CPU, 64 on an accelerator); image k's noise does not depend on it.")
@@ -408,8 +411,8 @@ EVALUATE = EvaluateConfig()
 @click.option("--features", default=",".join(EVALUATE.features), show_default=True, help="Comma list of feature networks: el0, and the optional inception, clip, vgg.")
 @click.option("--n", type=int, default=None, help="First N images of a folder (default all), or N samples of a model (default 1000).")
 @click.option("--size", type=int, default=None, help="Size every image set is loaded at (default: the samples' size; 32 for emoji samples).")
-@click.option("--steps", type=int, default=EVALUATE.steps, show_default=True, help="Sampling steps when SAMPLES is a model.")
-@click.option("--sampler", type=click.Choice(SAMPLERS), default=EVALUATE.sampler, show_default=True, help="Sampler when SAMPLES is a model.")
+@click.option("--steps", type=int, default=EVALUATE.steps, help="When SAMPLES is a model: " + STEPS_HELP)
+@click.option("--sampler", type=click.Choice(SAMPLERS), default=EVALUATE.sampler, help="When SAMPLES is a model: " + SAMPLER_HELP)
 @click.option("--seed", type=int, default=EVALUATE.seed, show_default=True, help="Sampling seed when SAMPLES is a model.")
 @click.option("--batch-size", type=int, default=EVALUATE.batch_size, show_default=True)
 @DEVICE_OPTION

@@ -218,6 +218,7 @@ class DistillConfig:
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")  # --device: sampling.resolve_device
 SAMPLERS = ("ddim", "ddpm", "dpm++")  # Method.sample's: DDIM (eta), ancestral DDPM, DPM-Solver++(2M)
+DEFAULT_STEPS = {"ddim": 25, "ddpm": 25, "dpm++": 10}  # a sampler's steps when none are given: DPM-Solver++(2M) at 10 reaches DDIM-25's fid-el0 (bench/results/samplers.md)
 TRANSLATION_SAMPLERS = ("ddim", "dpm++")  # translate's: DDIM with its eta, or DPM-Solver++(2M) (deterministic)
 
 
@@ -239,8 +240,8 @@ class SampleConfig:
     model: str = "noto-32"
     out: str = "samples"
     n: int = 64
-    steps: int = 25
-    sampler: str = "ddim"
+    steps: int | None = None  # None: DEFAULT_STEPS of the sampler
+    sampler: str | None = None  # None: the model's default (Method.default_sampler, dpm++ for a plain UNet)
     eta: float = 0.0
     seed: int = 0
     batch_size: int | None = None  # None: sampling.default_sample_batch of the model's device
@@ -253,9 +254,10 @@ class SampleConfig:
 
     def validate(self) -> None:
         check_device(self.device)
-        if self.n < 1 or self.steps < 1 or (self.batch_size is not None and self.batch_size < 1):
+        if self.n < 1 or (self.steps is not None and self.steps < 1) or (self.batch_size is not None and self.batch_size < 1):
             raise TenshotError("n, steps and batch-size must be at least 1")
-        check_sampler(self.sampler)
+        if self.sampler is not None:
+            check_sampler(self.sampler)
         if self.guidance_scale is not None and not self.guidance_scale >= 0:
             raise TenshotError(f"guidance-scale must be a number >= 0, got {self.guidance_scale}")
         if not 0.0 <= self.eta <= 1.0:
@@ -378,7 +380,7 @@ class DemoConfig:
     method: str = "finetune"
     out: str = ""
     n: int = 64
-    sample_steps: int = 25
+    sample_steps: int | None = None  # None: the default sampler's (SampleConfig)
     train: TrainConfig = field(default_factory=lambda: AdaptConfig().train)
 
 
@@ -402,8 +404,8 @@ class EvaluateConfig:
     features: list[str] = field(default_factory=lambda: ["el0"])
     n: int | None = None
     size: int | None = None
-    steps: int = 25
-    sampler: str = "ddim"
+    steps: int | None = None  # a model's sampling, as SampleConfig's
+    sampler: str | None = None
     seed: int = 0
     batch_size: int = 50
     device: str = "auto"
@@ -422,9 +424,10 @@ class EvaluateConfig:
             raise TenshotError(f"n must be at least {EVALUATE_MIN_IMAGES}, got {self.n}")
         if self.size is not None and not 16 <= self.size <= 1024:
             raise TenshotError(f"size must be between 16 and 1024, got {self.size}")
-        if self.steps < 1 or self.batch_size < 1:
+        if (self.steps is not None and self.steps < 1) or self.batch_size < 1:
             raise TenshotError("steps and batch-size must be at least 1")
-        check_sampler(self.sampler)
+        if self.sampler is not None:
+            check_sampler(self.sampler)
 
 
 @dataclass

@@ -59,6 +59,16 @@ def load_for_sampling(reference: str | Path, device: str | torch.device = "cpu",
 TEXT_TO_IMAGE_SAMPLE_BATCH = 4  # Stable Diffusion at 512 px: 8 guided UNet inputs and 4 VAE decodes a call
 
 
+def sampler_choice(method, sampler: str | None, steps: int | None) -> tuple[str, int]:
+    """The sampler and steps of ``tenshot sample`` and ``evaluate``: those given, else ``method.default_sampler``
+    (DPM-Solver++(2M); DDIM where a method's sampling is defined on DDIM steps) and that sampler's
+    ``DEFAULT_STEPS``: DPM-Solver++(2M) at 10 steps reaches DDIM-25's fid-el0 (``bench/results/samplers.md``)."""
+    from .config import DEFAULT_STEPS
+
+    sampler = sampler or method.default_sampler
+    return sampler, steps or DEFAULT_STEPS[sampler]
+
+
 def default_sample_batch(device, model=None) -> int:
     """Images per sampling call when none is given: 16 on a CPU, the fastest of the sizes measured (larger calls
     fall out of cache; ``bench/README.md``, "Option studies"), 64 on an accelerator; 4 for a text-to-image

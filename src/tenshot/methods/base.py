@@ -96,6 +96,8 @@ class Method(torch.nn.Module):
     needs_class_images: int = 0
     # submodules that never train (a frozen UNet, a frozen source copy): kept in eval mode, dropout off, by train()
     frozen_modules: tuple[str, ...] = ()
+    # the sampler of `tenshot sample` and `evaluate` when none is named (sampling.sampler_choice)
+    default_sampler = "dpm++"
 
     def __init__(self, model: DiffusionModel, options):
         """Registers the UNet being adapted as ``self.unet`` and keeps the method's options."""

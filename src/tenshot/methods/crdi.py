@@ -218,6 +218,7 @@ class CRDI(Method):
     name = "crdi"
     some_parameters_unused = True  # a step trains one segment's embeddings
     frozen_modules = ("unet",)  # as in the code: no dropout in the frozen UNet
+    default_sampler = "ddim"  # its guidance is defined on the DDIM step
 
     def __init__(self, model: DiffusionModel, options: CRDIOptions | None = None):
         super().__init__(model, options or CRDIOptions())

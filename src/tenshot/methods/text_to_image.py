@@ -173,6 +173,7 @@ class TextFineTune(Method):
 
     name = "finetune"
     frozen_modules = ("vae", "text_encoder")
+    default_sampler = "ddim"  # the samplers benchmark measured pixel UNets only
 
     def __init__(self, model: TextToImageModel, options: TextFineTuneOptions | None = None):
         super().__init__(model, options or TextFineTuneOptions())

@@ -86,7 +86,7 @@ def load_samples(config: EvaluateConfig, progress: bool = False) -> tuple[np.nda
     from ..models.unet import resolve_model_folder
 
     resolve_model_folder(source)  # a bad reference fails here, before diffusers is imported
-    from ..sampling import generate, load_for_sampling, resolve_device
+    from ..sampling import generate, load_for_sampling, resolve_device, sampler_choice
 
     method = load_for_sampling(source, resolve_device(config.device))
     if hasattr(method, "prompted"):  # a text-to-image model samples from its run's prompt; none is one clear error
@@ -95,9 +95,10 @@ def load_samples(config: EvaluateConfig, progress: bool = False) -> tuple[np.nda
     if config.size not in (None, size):
         raise TenshotError(f"{source}: the model makes {size} px images; drop --size {config.size} or set it to {size}")
     count = config.n or DEFAULT_SAMPLES
+    sampler, steps = sampler_choice(method, config.sampler, config.steps)
     with torch.no_grad():
-        images = generate(method, count, steps=config.steps, sampler=config.sampler, seed=config.seed, batch_size=config.batch_size, progress=progress)
-    return images, {"sampler": config.sampler, "sampling-steps": config.steps, "sampling-seed": config.seed}
+        images = generate(method, count, steps=steps, sampler=sampler, seed=config.seed, batch_size=config.batch_size, progress=progress)
+    return images, {"sampler": sampler, "sampling-steps": steps, "sampling-seed": config.seed}
 
 
 # --- cache -----------------------------------------------------------------------------------------
