@@ -32,6 +32,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import series  # noqa: E402  (merged commands)
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 TENSHOT = str(Path(sys.executable).parent / "tenshot")
@@ -91,6 +94,15 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def redo_evaluate_sizes(results: dict, run: dict, sizes: list[int]) -> None:
+    """Drop ``results``' evaluate rows of ``sizes``, about to be measured again by ``run``; rows of other sizes
+    stay, and then the earlier date and command stay too, before ``run``'s."""
+    kept = [row for row in results["evaluate"] if row["images"] not in sizes]
+    for key, field in (("evaluate-date", "date"), ("evaluate-command", "command")):
+        results[key] = series.merged_commands(results[key], run[field]) if kept and key in results else run[field]
+    results["evaluate"] = kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000", help="pretrain's folder sizes ('' to skip).")
@@ -110,7 +122,7 @@ def main() -> None:
     if pretrain_sizes:
         results.update(run, steps=args.steps, rows=[])
     if evaluate_sizes:
-        results.update({"evaluate-date": run["date"], "evaluate-command": run["command"], "evaluate": []})
+        redo_evaluate_sizes(results, run, evaluate_sizes)
 
     def publish() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -128,6 +140,7 @@ def main() -> None:
         out = args.work / f"evaluate-{count}-{time.time_ns()}"
         out.mkdir(parents=True)
         results["evaluate"].append(evaluate_cell(synthetic_folder(args.work, count), reference, out))
+        results["evaluate"].sort(key=lambda row: row["images"])
         print(results["evaluate"][-1], flush=True)
         publish()
     print(markdown(results))
