@@ -296,6 +296,7 @@ def test_sampler_choice_takes_what_is_given_else_the_methods_default():
     assert sampler_choice(CRDI, None, None) == ("ddim", 25)  # its guidance is defined on DDIM steps
     assert sampler_choice(FineTune, "ddim", None) == ("ddim", 25)
     assert sampler_choice(FineTune, "ddpm", 7) == ("ddpm", 7)
+    assert sampler_choice(FineTune, None, None, eta=1.0) == ("ddim", 25)  # eta is DDIM's: it asks for DDIM
 
 
 def test_adapt_writes_a_run(tiny_run, image_folder, tmp_path):

@@ -306,7 +306,7 @@ def sample(config: SampleConfig, progress: bool = False) -> SampleResult:
     started = time.perf_counter()
     with torch.no_grad():
         if source is None:
-            sampler, steps = sampler_choice(method, config.sampler, config.steps)
+            sampler, steps = sampler_choice(method, config.sampler, config.steps, config.eta)
             images = generate(method, config.n, steps=steps, sampler=sampler, eta=config.eta, seed=config.seed, batch_size=config.batch_size, progress=progress)
         else:
             images = _translated_source_samples(method, source, config, device, progress)
@@ -335,7 +335,7 @@ def _translated_source_samples(method, source: str, config: SampleConfig, device
     _refuse_text_to_image(source_model.model, source, "sample --from-source")
     if source_model.model.size != method.model.size:
         raise TenshotError(f"{source}: {source_model.model.size} px, the run {config.model} is {method.model.size} px")
-    sampler, steps = sampler_choice(source_model, config.sampler, config.steps)
+    sampler, steps = sampler_choice(source_model, config.sampler, config.steps, config.eta)
     inputs = generate(source_model, config.n, steps=steps, sampler=sampler, eta=config.eta, seed=config.seed, batch_size=config.batch_size, progress=progress)
     batch_size = config.batch_size or default_sample_batch(device, method.model)
     return translate_images(method, inputs, settings, seed=config.seed, batch_size=batch_size, progress=progress)

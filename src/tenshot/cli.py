@@ -297,7 +297,7 @@ SAMPLE = SampleConfig()
 @click.option("--n", type=int, default=SAMPLE.n, show_default=True, help="Number of images.")
 @click.option("--steps", type=int, default=SAMPLE.steps, help=STEPS_HELP + " A one-step generator from distill takes one.")
 @click.option("--sampler", type=click.Choice(SAMPLERS), default=SAMPLE.sampler, help=SAMPLER_HELP)
-@click.option("--eta", type=float, default=SAMPLE.eta, show_default=True, help="DDIM eta (0: deterministic).")
+@click.option("--eta", type=float, default=SAMPLE.eta, show_default=True, help="DDIM eta (0: deterministic); above 0 without --sampler, the sampler is ddim.")
 @click.option("--seed", type=int, default=SAMPLE.seed, show_default=True, help="Image k uses seed (seed, k) at any batch size.")
 @click.option("--batch-size", type=int, default=None, help="Images per sampling call (default: 16 on a CPU, 64 on an accelerator); image k's noise does not depend on it.")
 @DEVICE_OPTION

@@ -59,13 +59,14 @@ def load_for_sampling(reference: str | Path, device: str | torch.device = "cpu",
 TEXT_TO_IMAGE_SAMPLE_BATCH = 4  # Stable Diffusion at 512 px: 8 guided UNet inputs and 4 VAE decodes a call
 
 
-def sampler_choice(method, sampler: str | None, steps: int | None) -> tuple[str, int]:
-    """The sampler and steps of ``tenshot sample`` and ``evaluate``: those given, else ``method.default_sampler``
-    (DPM-Solver++(2M); DDIM where a method's sampling is defined on DDIM steps) and that sampler's
-    ``DEFAULT_STEPS``: DPM-Solver++(2M) at 10 steps reaches DDIM-25's fid-el0 (``bench/results/samplers.md``)."""
+def sampler_choice(method, sampler: str | None, steps: int | None, eta: float = 0.0) -> tuple[str, int]:
+    """The sampler and steps of ``tenshot sample`` and ``evaluate``: those given, else DDIM when an ``eta`` above
+    0 asks for its noise, else ``method.default_sampler`` (DPM-Solver++(2M); DDIM where a method's sampling is
+    defined on DDIM steps), at that sampler's ``DEFAULT_STEPS``: DPM-Solver++(2M) at 10 steps reaches DDIM-25's
+    fid-el0 (``bench/results/samplers.md``)."""
     from .config import DEFAULT_STEPS
 
-    sampler = sampler or method.default_sampler
+    sampler = sampler or ("ddim" if eta else method.default_sampler)
     return sampler, steps or DEFAULT_STEPS[sampler]
 
 
