@@ -9,6 +9,10 @@ EMOJIONE_DIR := /usr/share/rubygems-integration/all/gems/gemojione-3.3.0/assets/
 NOTO_FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 CHROMEDRIVER := /usr/bin/chromedriver
 BENCH_FLAGS ?=
+# denoising-diffusion-pytorch releases the converter is tested against (tests/lucidrains_reference.py): one
+# environment cannot hold two versions, so each goes to its own folder, without its dependencies (torchvision
+# would replace the CPU torch; the tests stub it).
+DD_PYTORCH_VERSIONS := 0.28.0 2.3.4
 
 .PHONY: demo test system bench bench-notice clean
 
@@ -47,6 +51,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -c constraints.txt torch==2.13.0
 	$(VENV)/bin/pip install -q -c constraints.txt -e '.[test]'
+	for version in $(DD_PYTORCH_VERSIONS); do \
+	  $(VENV)/bin/pip install -q --no-deps --target $(VENV)/dd-pytorch/$$version denoising-diffusion-pytorch==$$version || exit 1; \
+	done
 	touch $(STAMP)
 
 clean:

@@ -136,7 +136,7 @@ def bad_inputs(root: Path, image_folder: Path, run: Path) -> dict[str, tuple[lis
         "evaluate n 2": (["evaluate", str(run), "--reference", str(image_folder), "--n", "2", "--out", str(root / "v1.json")], "n must be at least 4", root / "v1.json"),
         "evaluate no such model": (["evaluate", str(root / "nowhere"), "--reference", str(image_folder), "--out", str(root / "v2.json")], "no such model", root / "v2.json"),
         "convert not a checkpoint": (["convert", str(root / "notes.pt"), "--out", str(root / "c1")], "not a readable torch checkpoint", root / "c1"),
-        "sample a torch checkpoint": (["sample", str(root / "notes.pt"), "--n", "2", "--out", str(root / "s7")], "tenshot convert", root / "s7"),
+        "sample a torch checkpoint": (["sample", str(root / "notes.pt"), "--n", "2", "--out", str(root / "s7")], "not a readable torch checkpoint", root / "s7"),
     }
 
 

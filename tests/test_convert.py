@@ -74,7 +74,8 @@ def test_the_schedules_are_adm_s():
     assert schedule.prediction_type == "sample"
 
 
-def test_tenshot_convert_writes_a_model_every_command_takes(tmp_path):
+def test_tenshot_convert_writes_a_model_every_command_takes(tmp_path, monkeypatch):
+    monkeypatch.setenv("TENSHOT_CACHE", str(tmp_path / "cache"))
     reference = _reference(CONFIGS["attention"])
     checkpoint = tmp_path / "ffhq.pt"
     torch.save(reference.state_dict(), checkpoint)
@@ -94,8 +95,11 @@ def test_tenshot_convert_writes_a_model_every_command_takes(tmp_path):
     assert sampled.exit_code == 0, sampled.output
     again = CliRunner().invoke(main, argv)
     assert again.exit_code == 2 and "not empty" in again.output
-    direct = CliRunner().invoke(main, ["sample", str(checkpoint), "--n", "1", "--out", str(tmp_path / "direct")])
-    assert direct.exit_code == 2 and "tenshot convert" in direct.output
+    small = tmp_path / "small.pt"
+    torch.save(_reference(dict(model_channels=32, channel_mult=(1, 1), num_res_blocks=1, attention=(), num_heads=4)).state_dict(), small)
+    direct = CliRunner().invoke(main, ["sample", str(small), "--n", "1", "--steps", "1", "--out", str(tmp_path / "direct")])
+    assert direct.exit_code == 0, direct.output
+    assert "converted on the fly" in direct.output and "image size 256, 4 heads" in direct.output  # the defaults assumed, said
 
 
 def test_what_does_not_convert_is_one_line(tmp_path):

@@ -93,22 +93,17 @@ def export(config: ExportConfig) -> Path:
 
 
 def convert(config: ConvertConfig) -> tuple[Path, str]:
-    """Write ``config.out``: the ADM state dict ``config.source`` as a diffusers pipeline folder with a model card
-    naming where it came from (:mod:`tenshot.models.convert`). Returns the folder and a line on what it holds."""
-    from .diffusion.schedule import NoiseSchedule
-    from .models.convert import adm_structure, convert_adm, converted_card, describe, load_state_dict
-    from .models.unet import DiffusionModel, save_model
+    """Write ``config.out``: a guided-diffusion / improved-diffusion (ADM) state dict or a denoising-diffusion-pytorch
+    checkpoint ``config.source`` as a diffusers pipeline folder with a model card naming where it came from
+    (:mod:`tenshot.models.checkpoints`). Returns the folder and a line on what it holds."""
+    from .models.checkpoints import write_converted
 
     source, out = Path(config.source), Path(config.out)
     if not source.is_file():
         raise TenshotError(f"{source}: no such checkpoint file")
     if occupied(out):
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
-    state = load_state_dict(source)
-    unet, scheduler = convert_adm(state, config.settings)
-    summary = describe(adm_structure(state))
-    card = converted_card(source, summary, config.settings)
-    replace_folder(out, lambda staging: save_model(DiffusionModel(unet, NoiseSchedule(scheduler)), staging, card))
+    summary, _ = write_converted(source, out, config.settings, config.lucidrains)
     return out, summary
 
 

@@ -178,7 +178,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
     + _defaults_text(TEXT_TRAIN_DEFAULTS)
     + f" (a LoRA: lr {TEXT_LORA_LR:g})."
 )
-@click.option("--source", default=ADAPT.source, show_default=True, help="Source model: run folder, LoRA adapter folder (RUN/adapter: its base with it merged in), diffusers folder, asset name or hub id.")
+@click.option("--source", default=ADAPT.source, show_default=True, help="Source model: run folder, LoRA adapter folder (RUN/adapter: its base with it merged in), diffusers folder, asset name, hub id, or an ADM / denoising-diffusion-pytorch .pt (converted once with convert's defaults, cached).")
 @click.option("--target", default=ADAPT.target, show_default=True, help="Folder of target images or emoji:STYLE[:SPLIT] (default split shots).")
 @click.option("--method", type=click.Choice(["finetune", "lora", "domainstudio", "phasic", "crdi"]), default=ADAPT.method, show_default=True, help="Adaptation method.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A method option (repeatable), e.g. snr_gamma=0.")
@@ -236,23 +236,30 @@ def export(**values):
 @main.command()
 @click.argument("checkpoint")
 @click.option("--out", required=True, help="Folder to write: a diffusers pipeline folder with a model card.")
-@click.option("--image-size", type=int, default=256, show_default=True, help="The size the model was trained at (the state dict does not say).")
-@click.option("--num-heads", type=int, default=4, show_default=True, help="Attention heads (guided-diffusion's flag), unless --num-head-channels.")
-@click.option("--num-head-channels", type=int, default=-1, show_default=True, help="Channels per attention head (guided-diffusion's 256 px models: 64); wins over --num-heads when > 0.")
-@click.option("--use-new-attention-order", is_flag=True, help="The qkv split before the heads (guided-diffusion's flag; default: the legacy order).")
-@click.option("--noise-schedule", type=click.Choice(["linear", "cosine"]), default="linear", show_default=True)
-@click.option("--diffusion-steps", type=int, default=1000, show_default=True)
-@click.option("--predict-xstart", is_flag=True, help="The model predicts x0 (guided-diffusion's flag; default: eps).")
-def convert(checkpoint, out, **settings):
-    """Convert a guided-diffusion / improved-diffusion (ADM) CHECKPOINT (.pt state dict, the checkpoints of
-    DDPM-PA / DomainStudio and CRDI) into a diffusers folder that every command takes. The channels, levels,
-    blocks, attention levels, scale-shift norm, residual up/down and learned sigma are read from the state dict;
-    give the flags of guided-diffusion for the rest. Loads with torch.load(weights_only=True)."""
+@click.option("--image-size", type=int, default=256, show_default=True, help="The size the model was trained at (neither kind of file says).")
+@click.option("--num-heads", type=int, default=4, show_default=True, help="ADM: attention heads (guided-diffusion's flag), unless --num-head-channels.")
+@click.option("--num-head-channels", type=int, default=-1, show_default=True, help="ADM: channels per attention head (guided-diffusion's 256 px models: 64); wins over --num-heads when > 0.")
+@click.option("--use-new-attention-order", is_flag=True, help="ADM: the qkv split before the heads (guided-diffusion's flag; default: the legacy order).")
+@click.option("--noise-schedule", type=click.Choice(["linear", "cosine"]), default="linear", show_default=True, help="ADM only.")
+@click.option("--diffusion-steps", type=int, default=1000, show_default=True, help="ADM only.")
+@click.option("--predict-xstart", is_flag=True, help="ADM: the model predicts x0 (guided-diffusion's flag; default: eps).")
+@click.option("--objective", type=click.Choice(["pred_noise", "pred_x0", "pred_v"]), default=None, help="denoising-diffusion-pytorch: the GaussianDiffusion objective (default: read from 2.x's loss_weight; 0.28: pred_noise).")
+@click.option("--weights", type=click.Choice(["ema", "model"]), default="ema", show_default=True, help="denoising-diffusion-pytorch: the Trainer's EMA or online weights.")
+@click.option("--resnet-block-groups", type=int, default=8, show_default=True, help="denoising-diffusion-pytorch 0.28: GroupNorm groups of the Unet.")
+@click.option("--sinusoidal-theta", type=float, default=10000.0, show_default=True, help="denoising-diffusion-pytorch: the time embedding's theta (2.x's sinusoidal_pos_emb_theta).")
+def convert(checkpoint, out, objective, weights, resnet_block_groups, sinusoidal_theta, **settings):
+    """Convert a CHECKPOINT (.pt) into a diffusers folder that every command takes: a guided-diffusion /
+    improved-diffusion (ADM) state dict (the checkpoints of DDPM-PA / DomainStudio and CRDI), or a
+    denoising-diffusion-pytorch Trainer checkpoint of 0.28 (Phasic's) or 2.x. The architecture is read from the
+    tensors, and a denoising-diffusion-pytorch schedule and objective from its buffers; give the flags for the
+    rest. Loads with torch.load(weights_only=True)."""
     from . import api
     from .config import ConvertConfig
     from .models.convert import ADMSettings
+    from .models.convert_lucidrains import LucidrainsSettings
 
-    folder, summary = api.convert(ConvertConfig(source=checkpoint, out=out, settings=ADMSettings(**settings)))
+    lucidrains = LucidrainsSettings(settings["image_size"], objective, weights, resnet_block_groups, sinusoidal_theta)
+    folder, summary = api.convert(ConvertConfig(source=checkpoint, out=out, settings=ADMSettings(**settings), lucidrains=lucidrains))
     click.echo(f"model: {folder}\n{summary}")
 
 
@@ -308,7 +315,8 @@ SAMPLE = SampleConfig()
               "(its own noise-to-image samples lose diversity; README).")
 @click.option("--out", required=True, help="Folder for 000000.png, ...; the grid goes to OUT.png.")
 def sample(model, **values):
-    """Draw images from MODEL (run folder, diffusers folder, Stable Diffusion pipeline folder, asset name or hub id)."""
+    """Draw images from MODEL (run folder, diffusers folder, Stable Diffusion pipeline folder, asset name, hub id, or
+    a .pt checkpoint that convert reads, converted once with its defaults)."""
     from . import api
 
     result = api.sample(SampleConfig(model=model, **values), progress=True)

@@ -476,12 +476,20 @@ def _adm_settings():
     return ADMSettings()
 
 
+def _lucidrains_settings():
+    from .models.convert_lucidrains import LucidrainsSettings
+
+    return LucidrainsSettings()
+
+
 @dataclass
 class ConvertConfig:
-    """``tenshot convert``: a guided-diffusion / improved-diffusion (ADM) ``.pt`` state dict as a diffusers folder
-    ``out`` that every command takes as a model; ``settings`` (a :class:`tenshot.models.convert.ADMSettings`)
-    holds what the state dict does not record."""
+    """``tenshot convert``: a guided-diffusion / improved-diffusion (ADM) ``.pt`` state dict or a
+    denoising-diffusion-pytorch checkpoint as a diffusers folder ``out`` that every command takes as a model;
+    ``settings`` (a :class:`tenshot.models.convert.ADMSettings`) and ``lucidrains`` (a
+    :class:`tenshot.models.convert_lucidrains.LucidrainsSettings`) hold what each kind of file does not record."""
 
     source: str = "model.pt"
     out: str = "runs/converted"
     settings: Any = field(default_factory=_adm_settings)
+    lucidrains: Any = field(default_factory=_lucidrains_settings)

@@ -122,14 +122,19 @@ def generate_one_step(model: DiffusionModel, noise: torch.Tensor, time: int, une
 
 def gdd_i_frozen_parameters(unet: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     """GDD-I's frozen parameters of a diffusers UNet2DModel by name: ``conv1``/``conv2`` of every
-    ``ResnetBlock2D`` and ``conv`` of every ``Downsample2D``/``Upsample2D``."""
+    ``ResnetBlock2D`` and ``conv`` of every ``Downsample2D``/``Upsample2D``; in a converted
+    denoising-diffusion-pytorch network the same layers: both blocks' 3x3 ``proj`` and the samplers' ``conv``."""
     from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
+
+    from ..models import lucidrains_unet as lucidrains
 
     convs = []
     for module in unet.modules():
         if isinstance(module, ResnetBlock2D):
             convs += [module.conv1, module.conv2]
-        elif isinstance(module, (Downsample2D, Upsample2D)) and isinstance(getattr(module, "conv", None), torch.nn.Conv2d):
+        elif isinstance(module, lucidrains.ResnetBlock):
+            convs += [module.block1.proj, module.block2.proj]
+        elif isinstance(module, (Downsample2D, Upsample2D, lucidrains.Downsample, lucidrains.Upsample)) and isinstance(getattr(module, "conv", None), torch.nn.Conv2d):
             convs.append(module.conv)
     frozen = {id(p) for conv in convs for p in conv.parameters()}
     return {name: p for name, p in unet.named_parameters() if id(p) in frozen}

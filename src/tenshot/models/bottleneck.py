@@ -6,7 +6,8 @@ them with the encoder features of a condition image. diffusers' ``UNet2DModel.fo
 down blocks and their skip states, the mid block, **the hook**, the up blocks, norm/act/``conv_out``), the
 same sequence as ``UNet2DModel.forward`` of diffusers 0.30 to 0.42; with no hook it returns exactly what
 ``unet(x, t).sample`` returns (tested). :func:`encode` stops after the down blocks: the UNet encoder E of the
-paper, whose output has the bottleneck's shape.
+paper, whose output has the bottleneck's shape. A converted denoising-diffusion-pytorch network
+(:class:`tenshot.models.lucidrains_unet.LucidrainsUNet`) carries both itself; these functions hand it over.
 """
 
 from __future__ import annotations
@@ -18,9 +19,15 @@ import torch
 from ..errors import TenshotError
 
 
+def _own(unet) -> bool:
+    from .lucidrains_unet import LucidrainsUNet
+
+    return isinstance(unet, LucidrainsUNet)
+
+
 def bottleneck_channels(unet) -> int:
     """Channels C at the bottleneck: the last down block's output, which the mid block keeps."""
-    return int(unet.config.block_out_channels[-1])
+    return unet.bottleneck_channels if _own(unet) else int(unet.config.block_out_channels[-1])
 
 
 def _check_unconditional(unet) -> None:
@@ -55,6 +62,8 @@ def _down(unet, sample: torch.Tensor, emb: torch.Tensor):
 
 def encode(unet, sample: torch.Tensor, timestep: torch.Tensor | int) -> torch.Tensor:
     """The UNet encoder E(x_t, t): ``conv_in`` and every down block, ``(B, C, H / 2^(L-1), W / 2^(L-1))``."""
+    if _own(unet):
+        return unet.encode(sample, timestep)
     _check_unconditional(unet)
     _, emb = _time_embedding(unet, sample, timestep)
     return _down(unet, sample, emb)[0]
@@ -70,6 +79,8 @@ def forward_with_bottleneck(
 
     ``hook`` must keep the shape of ``h``; ``None`` runs the plain UNet.
     """
+    if _own(unet):
+        return unet.forward_with_bottleneck(sample, timestep, hook)
     _check_unconditional(unet)
     times, emb = _time_embedding(unet, sample, timestep)
     hidden, residuals, skip_sample = _down(unet, sample, emb)

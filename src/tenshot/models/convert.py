@@ -67,13 +67,16 @@ class ADMStructure:
     resblock_updown: bool
 
 
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a ``.pt`` (a bare state dict, or one under ``model``/``state_dict``/``ema``), read with
-    ``weights_only=True``."""
+def read_checkpoint(path: Path):
+    """What a ``.pt`` holds, read with ``weights_only=True`` (one line when it is not a torch checkpoint)."""
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and unpickler errors come in many types; all mean the same here
         raise TenshotError(f"{path}: not a readable torch checkpoint of tensors ({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+
+
+def adm_state_dict(loaded, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a read checkpoint: a bare state dict, or one under ``ema``/``model``/``state_dict``."""
     for key in ("ema", "model", "state_dict"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
@@ -268,14 +271,20 @@ def describe(structure: ADMStructure) -> str:
             f"blocks per level, attention at levels {attention} and the middle{dropped}")  # fmt: skip
 
 
-def converted_card(source: Path, summary: str, settings: ADMSettings) -> str:
-    """The model card of a converted folder: the hub's metadata block, where it came from and the settings used."""
+def adm_assumed(settings: ADMSettings) -> str:
+    """The settings an ADM conversion took from flags, in words."""
     heads = f"{settings.num_head_channels} channels per head" if settings.num_head_channels > 0 else f"{settings.num_heads} heads"
     order = "new" if settings.use_new_attention_order else "legacy"
     target = "x0" if settings.predict_xstart else "eps"
+    return (f"image size {settings.image_size}, {heads}, {order} qkv order, {settings.noise_schedule} schedule of "
+            f"{settings.diffusion_steps} steps, predicting {target}")  # fmt: skip
+
+
+def converted_card(source: Path, origin: str, tag: str, summary: str, assumed: str, usage: str = "") -> str:
+    """The model card of a converted folder: the hub's metadata block, where it came from (``origin``, the code that
+    wrote the checkpoint), the settings the file did not record (``assumed``) and how to load it (``usage``)."""
     return "\n".join([
-        "---", "library_name: diffusers", "pipeline_tag: unconditional-image-generation", "tags: [tenshot, converted, guided-diffusion]", "---", "",
-        "# Converted by tenshot from a guided-diffusion / improved-diffusion checkpoint", "", f"From `{source}`: {summary}.", "",
-        f"Settings not in the state dict: image size {settings.image_size}, {heads}, {order} qkv order, {settings.noise_schedule} schedule of "
-        f"{settings.diffusion_steps} steps, predicting {target}.", "",
+        "---", "library_name: diffusers", "pipeline_tag: unconditional-image-generation", f"tags: [tenshot, converted, {tag}]", "---", "",
+        f"# Converted by tenshot from a {origin} checkpoint", "", f"From `{source}`: {summary}.", "",
+        f"Settings not in the checkpoint: {assumed}.", "", *([usage, ""] if usage else []),
     ])  # fmt: skip

@@ -36,15 +36,20 @@ class DiffusionModel:
 
     def write(self, folder: Path) -> None:
         """``model_index.json`` (``DDPMPipeline``), ``unet/`` (config and safetensors weights) and
-        ``scheduler/scheduler_config.json``."""
+        ``scheduler/scheduler_config.json``. A converted denoising-diffusion-pytorch network is named by its module,
+        as diffusers' own ``save_pretrained`` names a class from outside its libraries: diffusers loads the pipeline
+        once that module is imported."""
         import diffusers
 
         (folder / "scheduler").mkdir(parents=True, exist_ok=True)
         self.unet.save_pretrained(folder / "unet", safe_serialization=True)
         scheduler = {"_class_name": "DDPMScheduler", **self.schedule.config}
         (folder / "scheduler" / SCHEDULER_FILE).write_text(json.dumps(scheduler, indent=2, default=list) + "\n")
+        from .lucidrains_unet import LucidrainsUNet
+
+        unet = [LucidrainsUNet.__module__, "LucidrainsUNet"] if isinstance(self.unet, LucidrainsUNet) else ["diffusers", "UNet2DModel"]
         index = {"_class_name": "DDPMPipeline", "_diffusers_version": diffusers.__version__,
-                 "scheduler": ["diffusers", scheduler["_class_name"]], "unet": ["diffusers", "UNet2DModel"]}  # fmt: skip
+                 "scheduler": ["diffusers", scheduler["_class_name"]], "unet": unet}  # fmt: skip
         (folder / PIPELINE_FILE).write_text(json.dumps(index, indent=2) + "\n")
 
     def denoiser(self, unet: torch.nn.Module | None = None) -> UNetDenoiser:

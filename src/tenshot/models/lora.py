@@ -11,6 +11,7 @@ into its base.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -33,6 +34,10 @@ def add_lora(unet: torch.nn.Module, rank: int, alpha: float) -> None:
     drawn by peft from torch's global generator, B zero, so the UNet's function is unchanged)."""
     from peft import inject_adapter_in_model
 
+    from .lucidrains_unet import LucidrainsUNet
+
+    if isinstance(unet, LucidrainsUNet) or not any(re.fullmatch(TARGET_MODULES, name) for name, _ in unet.named_modules()):
+        raise TenshotError(f"LoRA's target layers are diffusers' attention projections and resnet convolutions, which this {type(unet).__name__} does not have; adapt it with another method")
     unet.requires_grad_(False)
     inject_adapter_in_model(_config(rank, alpha), unet)
     for name, parameter in unet.named_parameters():

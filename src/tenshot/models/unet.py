@@ -2,7 +2,8 @@
 
 A *model reference* is any of: a run folder (``runs/NAME``, whose ``model/`` is used), a LoRA adapter folder
 (``runs/NAME/adapter``: its base model with the adapter merged in), a diffusers folder (``config.json`` + weights + ``scheduler_config.json``, or a pipeline folder with ``unet/`` and
-``scheduler/``; a Stable Diffusion pipeline folder loads as a :mod:`tenshot.models.text_to_image` model), a shipped asset name (``noto-32``) or a hub id (``google/ddpm-cifar10-32``, online only).
+``scheduler/``; a Stable Diffusion pipeline folder loads as a :mod:`tenshot.models.text_to_image` model), a shipped asset name (``noto-32``), a hub id (``google/ddpm-cifar10-32``, online only) or a ``.pt``
+checkpoint of ADM or denoising-diffusion-pytorch (converted once and cached, :mod:`tenshot.models.checkpoints`).
 tenshot writes pipeline folders (:func:`save_model`), which diffusers' ``DDPMPipeline`` loads as they are.
 """
 
@@ -85,7 +86,10 @@ def _diffusers_layout(folder: Path) -> tuple[Path, Path] | None:
 
 
 def resolve_model_folder(reference: str | Path) -> Path:
-    """The local diffusers folder a model reference names (downloading a hub id if needed)."""
+    """The local diffusers folder a model reference names (downloading a hub id if needed, converting a ``.pt``
+    checkpoint of the papers' code once, :mod:`tenshot.models.checkpoints`)."""
+    from .checkpoints import CHECKPOINT_SUFFIXES, converted_on_the_fly
+
     path = Path(reference)
     if path.is_dir():
         for candidate in (path / "model", path):
@@ -95,8 +99,8 @@ def resolve_model_folder(reference: str | Path) -> Path:
     asset = assets_root() / str(reference)
     if "/" not in str(reference) and _diffusers_layout(asset):
         return asset
-    if path.is_file() and path.suffix in (".pt", ".pth"):
-        raise TenshotError(f"{path}: a torch checkpoint; convert it once with `tenshot convert {path} --out DIR` (its attention heads and schedule are not in the file), then use DIR")
+    if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
+        return converted_on_the_fly(path)
     if path.exists():
         raise TenshotError(f"{path}: not a model folder")
     if str(reference).count("/") == 1 and not str(reference).startswith((".", "/")):
@@ -130,10 +134,12 @@ def _download(repo_id: str) -> Path:
 
 
 def load_model(reference: str | Path, device: str | torch.device = "cpu") -> DiffusionModel:
-    """Load a UNet2DModel and its schedule from any model reference; weights from safetensors only. A LoRA
-    adapter folder (:mod:`tenshot.models.lora`) is its base model with the adapter merged in."""
+    """Load a UNet2DModel (or a converted denoising-diffusion-pytorch network, :mod:`tenshot.models.lucidrains_unet`)
+    and its schedule from any model reference; weights from safetensors only. A LoRA adapter folder
+    (:mod:`tenshot.models.lora`) is its base model with the adapter merged in."""
     from diffusers import UNet2DModel
 
+    from .convert_lucidrains import is_lucidrains_folder
     from .lora import adapter_base, apply_adapter, is_adapter
     from .text_to_image import is_text_to_image, load_text_to_image
 
@@ -151,11 +157,14 @@ def load_model(reference: str | Path, device: str | torch.device = "cpu") -> Dif
     except json.JSONDecodeError as error:
         raise TenshotError(f"{scheduler_file}: not valid JSON ({error})") from None
     schedule = NoiseSchedule(scheduler_config)
+    network = UNet2DModel
+    if is_lucidrains_folder(unet_folder):
+        from .lucidrains_unet import LucidrainsUNet as network
     try:
-        unet = UNet2DModel.from_pretrained(unet_folder, use_safetensors=True, low_cpu_mem_usage=False)
+        unet = network.from_pretrained(unet_folder, use_safetensors=True, low_cpu_mem_usage=False)
     except (OSError, ValueError, RuntimeError, TypeError, KeyError, json.JSONDecodeError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TenshotError(f"{unet_folder}: not a loadable UNet2DModel ({message})") from None
+        raise TenshotError(f"{unet_folder}: not a loadable {network.__name__} ({message})") from None
     return DiffusionModel(unet=unet.to(device).eval(), schedule=schedule)
 
 

@@ -1,0 +1,70 @@
+"""The papers' own ``.pt`` checkpoints as diffusers folders: which converter a file needs, the folder it becomes,
+and the cache that lets ``--source model.pt`` convert on the fly.
+
+A file is a denoising-diffusion-pytorch checkpoint when it holds a ``GaussianDiffusion`` state
+(:mod:`tenshot.models.convert_lucidrains`), else an ADM state dict (:mod:`tenshot.models.convert`). On the fly, the
+file converts with ``tenshot convert``'s default settings into ``CACHE/converted/KEY`` (KEY: the file's bytes
+and those settings), once, and a warning names what the file did not record and was assumed; a checkpoint
+trained otherwise (another image size, ADM's heads or schedule) needs ``tenshot convert`` with its flags.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from ..cache import cache_root, replace_folder
+from ..errors import TenshotError, warn
+from .convert import ADMSettings, adm_assumed, adm_state_dict, adm_structure, convert_adm, converted_card, describe, read_checkpoint
+from .convert_lucidrains import LucidrainsSettings, convert_lucidrains, is_lucidrains, lucidrains_assumed
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+READ_CHUNK = 1 << 24
+LUCIDRAINS_USAGE = ("Its UNet is tenshot's `LucidrainsUNet`: `import tenshot.models.lucidrains_unet`, then "
+                    "`DDPMPipeline.from_pretrained(\"PATH\")` or `DDIMPipeline.from_pretrained(\"PATH\")` load and sample it.")  # fmt: skip
+
+
+def write_converted(source: Path, out: Path, adm: ADMSettings, lucidrains: LucidrainsSettings) -> tuple[str, str]:
+    """Write ``out`` whole (a pipeline folder with a model card) from the checkpoint ``source``. Returns (what it
+    holds, the settings assumed), each in words."""
+    from ..diffusion.schedule import NoiseSchedule
+    from .diffusion_model import DiffusionModel
+
+    loaded = read_checkpoint(source)
+    if is_lucidrains(loaded):
+        unet, scheduler, summary = convert_lucidrains(loaded, lucidrains)
+        assumed = lucidrains_assumed(lucidrains, unet.config.layout)
+        card = converted_card(source, "denoising-diffusion-pytorch", "denoising-diffusion-pytorch", summary, assumed, LUCIDRAINS_USAGE)
+    else:
+        state = adm_state_dict(loaded, source)
+        unet, scheduler = convert_adm(state, adm)
+        summary, assumed = describe(adm_structure(state)), adm_assumed(adm)
+        card = converted_card(source, "guided-diffusion / improved-diffusion", "guided-diffusion", summary, assumed)
+    def write(staging: Path) -> None:
+        DiffusionModel(unet, NoiseSchedule(scheduler)).write(staging)
+        (staging / "README.md").write_text(card)
+
+    replace_folder(out, write)
+    return summary, assumed
+
+
+def _file_key(path: Path, settings: str) -> str:
+    digest = hashlib.sha256(settings.encode())
+    with path.open("rb") as handle:
+        while chunk := handle.read(READ_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()[:24]
+
+
+def converted_on_the_fly(path: Path) -> Path:
+    """The cached conversion of checkpoint ``path`` at the default settings, made now if it is not there."""
+    adm, lucidrains = ADMSettings(), LucidrainsSettings()
+    try:
+        folder = cache_root() / "converted" / _file_key(path, repr((adm, lucidrains)))
+    except OSError as error:
+        raise TenshotError(f"{path}: could not read ({error.strerror})") from None
+    if not (folder / "model_index.json").is_file():
+        summary, assumed = write_converted(path, folder, adm, lucidrains)
+        warn(f"{path} converted on the fly to {folder}: {summary}; assumed {assumed}. "
+             f"If it was trained otherwise, run `tenshot convert {path} --out DIR` with its flags and use DIR")  # fmt: skip
+    return folder
