@@ -51,28 +51,31 @@ def commands(work: Path, device: str, share: float) -> list[tuple[str, callable]
     ]  # fmt: skip
 
 
+def measured(name: str, call, on_cuda: bool) -> dict:
+    """Run ``call``: its wall seconds and, on CUDA, its peak memory and the allocations it made (asserted > 0, so it
+    ran on the device and not silently on the CPU)."""
+    if on_cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        allocations = torch.cuda.memory_stats().get("allocation.all.allocated", 0)
+    started = time.perf_counter()
+    call()
+    if on_cuda:
+        torch.cuda.synchronize()
+    row = {"command": name, "seconds": round(time.perf_counter() - started, 1)}
+    if on_cuda:
+        row["cuda_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        row["cuda_allocations"] = torch.cuda.memory_stats().get("allocation.all.allocated", 0) - allocations
+        assert row["cuda_allocations"] > 0, f"{name} made no CUDA allocation: it did not run on the device"
+    print(row, flush=True)
+    return row
+
+
 def check(device: str, share: float, work: Path) -> list[dict]:
     on_cuda = device.startswith("cuda")
     if on_cuda and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --device cpu for a dry run")
-    rows = []
-    for name, call in commands(work, device, share):
-        if on_cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            allocations = torch.cuda.memory_stats().get("allocation.all.allocated", 0)
-        started = time.perf_counter()
-        call()
-        if on_cuda:
-            torch.cuda.synchronize()
-        row = {"command": name, "seconds": round(time.perf_counter() - started, 1)}
-        if on_cuda:
-            row["cuda_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-            row["cuda_allocations"] = torch.cuda.memory_stats().get("allocation.all.allocated", 0) - allocations
-            assert row["cuda_allocations"] > 0, f"{name} made no CUDA allocation: it did not run on the device"
-        rows.append(row)
-        print(row, flush=True)
-    return rows
+    return [measured(name, call, on_cuda) for name, call in commands(work, device, share)]
 
 
 def main() -> None:

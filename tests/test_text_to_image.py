@@ -13,42 +13,9 @@ import yaml
 
 from conftest import write_images
 from test_cli import check_bad_result, invoke
+from tiny_pipeline import build_tiny_pipeline
 
 PIXELS = 16  # 8 latent pixels, VAE factor 2
-
-
-def build_tiny_pipeline(folder: Path) -> Path:
-    """A ``StableDiffusionPipeline`` folder of random weights, in diffusers' layout."""
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(0)
-    letters = list("abcdefghijklmnopqrstuvwxyz[]")
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    vocab.update({token: len(vocab) + i for i, token in enumerate(letters + [f"{c}</w>" for c in letters])})
-    words = folder.parent / "vocabulary"
-    words.mkdir(parents=True, exist_ok=True)
-    (words / "vocab.json").write_text(json.dumps(vocab))
-    (words / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(words / "vocab.json"), str(words / "merges.txt"), model_max_length=16)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                       max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1)
-    )  # fmt: skip
-    unet = UNet2DConditionModel(
-        sample_size=PIXELS // 2, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
-    )  # fmt: skip
-    vae = AutoencoderKL(
-        block_out_channels=(16, 32), latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8, sample_size=PIXELS,
-    )  # fmt: skip
-    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, steps_offset=1)
-    pipeline = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                       safety_checker=None, feature_extractor=None, requires_safety_checker=False)  # fmt: skip
-    pipeline.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -245,3 +212,15 @@ def test_drawing_class_images_leaves_a_lora_run_as_it_was(model, isolated_cache)
     assert images.shape == (2, PIXELS, PIXELS, 3)
     assert {name for name, p in method.named_parameters() if p.requires_grad} == trainable
     assert np.array_equal(prompt_samples(model, "a house", 2, 2, 7.5), images)  # from the cache
+
+
+def test_class_images_are_cached_per_sample_size(tmp_path, isolated_cache):
+    """The same weights at another sample size (Stable Diffusion at 512 or 768 px) draw other class images; a run at
+    the second size must not be handed the first size's from the cache."""
+    from tenshot.models.unet import load_model
+    from tenshot.source_images import model_fingerprint, prompt_samples
+
+    small, large = (load_model(build_tiny_pipeline(tmp_path / name / "pipeline", pixels)) for name, pixels in (("small", PIXELS), ("large", 2 * PIXELS)))
+    assert model_fingerprint(small) == model_fingerprint(large)  # the weights do not say the size
+    assert prompt_samples(small, "a house", 2, 2, 7.5).shape == (2, PIXELS, PIXELS, 3)
+    assert prompt_samples(large, "a house", 2, 2, 7.5).shape == (2, 2 * PIXELS, 2 * PIXELS, 3)

@@ -71,11 +71,11 @@ def _choose(files: list[Path], count: int) -> list[Path]:
 
 
 def _sampled(model: DiffusionModel, count: int) -> np.ndarray:
-    """``count`` samples of the source model, cached under ``<cache>/source-samples``."""
+    """``count`` samples of the source model, cached under ``<cache>/source-samples`` by its weights and sample size."""
     from .methods.finetune import FineTune
     from .sampling import generate
 
-    key = content_key(SAMPLES_VERSION, model_fingerprint(model), count, SAMPLE_STEPS)
+    key = content_key(SAMPLES_VERSION, model_fingerprint(model), str(model.noise_shape), count, SAMPLE_STEPS)
     path = cache_root() / "source-samples" / f"{key}.npy"
     if path.is_file():
         return np.load(path, allow_pickle=False)
@@ -88,11 +88,12 @@ def _sampled(model: DiffusionModel, count: int) -> np.ndarray:
 def prompt_samples(model, prompt: str, count: int, steps: int, guidance_scale: float, device="cpu") -> np.ndarray:
     """``count`` images of a text-to-image source model for ``prompt`` (DreamBooth's class images: classifier-free
     guidance ``guidance_scale``, ``steps`` DDIM steps, seed 0), cached under ``<cache>/prompt-samples`` by the UNet's
-    weights, the prompt and the settings. Drawn on ``device``; the model is left there."""
+    weights, its sample size (the same weights draw at another size), the prompt and the settings. Drawn on
+    ``device``; the model is left there."""
     from .methods.text_to_image import PromptSampler
     from .sampling import generate
 
-    key = content_key(PROMPT_SAMPLES_VERSION, model_fingerprint(model), prompt, count, steps, guidance_scale)
+    key = content_key(PROMPT_SAMPLES_VERSION, model_fingerprint(model), str(model.noise_shape), prompt, count, steps, guidance_scale)
     path = cache_root() / "prompt-samples" / f"{key}.npy"
     if path.is_file():
         return np.load(path, allow_pickle=False)

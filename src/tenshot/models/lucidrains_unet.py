@@ -120,68 +120,69 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.reshape(b, heads, c // heads, h * w)
 
 
-class LinearAttention(nn.Module):
+class HeadAttention(nn.Module):
+    """What both attentions share: the 1x1 qkv projection split into heads, and in 2.x an RMSNorm of the input,
+    ``num_mem_kv`` learned keys and values (laid out ``memory_shape``) and the input added back."""
+
+    def __init__(self, layout: str, dim: int, heads: int, dim_head: int, to_out: nn.Module, memory_shape: tuple[int, ...]):
+        super().__init__()
+        self.layout, self.heads, self.scale = layout, heads, dim_head**-0.5
+        if layout == "2":
+            self.norm = ChannelRMSNorm(dim)
+            self.mem_kv = nn.Parameter(torch.zeros(2, heads, *memory_shape))
+        self.to_qkv = nn.Conv2d(dim, heads * dim_head * 3, 1, bias=False)
+        self.to_out = to_out
+
+    def heads_of(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v as (B, heads, d, H * W), of the normalised input in 2.x."""
+        if self.layout == "2":
+            x = self.norm(x)
+        return tuple(_heads(part, self.heads) for part in self.to_qkv(x).chunk(3, dim=1))
+
+    def memory(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mem_kv[0].expand(batch, -1, -1, -1), self.mem_kv[1].expand(batch, -1, -1, -1)
+
+    def output(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``to_out`` of the heads' output (B, heads, H * W or d, ...) reshaped to ``x``'s, plus ``x`` in 2.x."""
+        out = self.to_out(out.reshape(x.shape[0], -1, *x.shape[2:]))
+        return out + x if self.layout == "2" else out
+
+
+class LinearAttention(HeadAttention):
     """Linear attention: ``out = (softmax_n(k) v^T)^T softmax_d(q) * d^-1/2`` per head; 0.28 divides v by the
-    pixel count, 2.x prepends ``num_mem_kv`` learned keys and values, normalises its input and adds it back."""
+    pixel count, 2.x prepends its memory to k and v."""
 
     def __init__(self, layout: str, dim: int, heads: int, dim_head: int, num_mem_kv: int):
-        super().__init__()
-        self.layout, self.heads, self.scale = layout, heads, dim_head**-0.5
-        hidden = heads * dim_head
-        if layout == "2":
-            self.norm = ChannelRMSNorm(dim)
-            self.mem_kv = nn.Parameter(torch.zeros(2, heads, dim_head, num_mem_kv))
-        self.to_qkv = nn.Conv2d(dim, hidden * 3, 1, bias=False)
-        self.to_out = nn.Sequential(nn.Conv2d(hidden, dim, 1), _norm(layout, dim))
+        super().__init__(layout, dim, heads, dim_head, nn.Sequential(nn.Conv2d(heads * dim_head, dim, 1), _norm(layout, dim)), (dim_head, num_mem_kv))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        residual = x
+        q, k, v = self.heads_of(x)
         if self.layout == "2":
-            x = self.norm(x)
-        q, k, v = (_heads(part, self.heads) for part in self.to_qkv(x).chunk(3, dim=1))
-        if self.layout == "2":
-            k = torch.cat((self.mem_kv[0].expand(b, -1, -1, -1), k), dim=-1)
-            v = torch.cat((self.mem_kv[1].expand(b, -1, -1, -1), v), dim=-1)
+            memory_k, memory_v = self.memory(x.shape[0])
+            k, v = torch.cat((memory_k, k), dim=-1), torch.cat((memory_v, v), dim=-1)
         else:
-            v = v / (h * w)
+            v = v / (x.shape[2] * x.shape[3])
         q = q.softmax(dim=-2) * self.scale
-        k = k.softmax(dim=-1)
-        context = torch.einsum("bhdn,bhen->bhde", k, v)
-        out = self.to_out(torch.einsum("bhde,bhdn->bhen", context, q).reshape(b, -1, h, w))
-        return out + residual if self.layout == "2" else out
+        context = torch.einsum("bhdn,bhen->bhde", k.softmax(dim=-1), v)
+        return self.output(torch.einsum("bhde,bhdn->bhen", context, q), x)
 
 
-class Attention(nn.Module):
-    """Softmax attention over pixels, ``softmax(q k^T d^-1/2) v`` per head; 2.x prepends learned keys/values,
-    normalises its input and adds it back."""
+class Attention(HeadAttention):
+    """Softmax attention over pixels, ``softmax(q k^T d^-1/2) v`` per head; 2.x prepends its memory to k and v."""
 
     def __init__(self, layout: str, dim: int, heads: int, dim_head: int, num_mem_kv: int):
-        super().__init__()
-        self.layout, self.heads, self.scale = layout, heads, dim_head**-0.5
-        hidden = heads * dim_head
-        if layout == "2":
-            self.norm = ChannelRMSNorm(dim)
-            self.mem_kv = nn.Parameter(torch.zeros(2, heads, num_mem_kv, dim_head))
-        self.to_qkv = nn.Conv2d(dim, hidden * 3, 1, bias=False)
-        self.to_out = nn.Conv2d(hidden, dim, 1)
+        super().__init__(layout, dim, heads, dim_head, nn.Conv2d(heads * dim_head, dim, 1), (num_mem_kv, dim_head))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        residual = x
+        q, k, v = (part.transpose(-1, -2) for part in self.heads_of(x))
         if self.layout == "2":
-            x = self.norm(x)
-        q, k, v = (_heads(part, self.heads).transpose(-1, -2) for part in self.to_qkv(x).chunk(3, dim=1))
-        if self.layout == "2":
-            k = torch.cat((self.mem_kv[0].expand(b, -1, -1, -1), k), dim=-2)
-            v = torch.cat((self.mem_kv[1].expand(b, -1, -1, -1), v), dim=-2)
+            memory_k, memory_v = self.memory(x.shape[0])
+            k, v = torch.cat((memory_k, k), dim=-2), torch.cat((memory_v, v), dim=-2)
         if self.layout == "0.28":  # each release's order of the scaling, so float32 outputs agree to the last bits
             similarity = (q * self.scale) @ k.transpose(-1, -2)
         else:
             similarity = (q @ k.transpose(-1, -2)) * self.scale
-        attention = similarity.softmax(dim=-1)
-        out = self.to_out((attention @ v).transpose(-1, -2).reshape(b, -1, h, w))
-        return out + residual if self.layout == "2" else out
+        return self.output((similarity.softmax(dim=-1) @ v).transpose(-1, -2), x)
 
 
 class PreNormResidual(nn.Module):
