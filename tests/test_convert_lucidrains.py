@@ -43,7 +43,7 @@ def _trainer_save(version: str, unet, online_offset: float = 0.0, **diffusion) -
     from ema_pytorch import EMA
 
     module = package(version)
-    model = module.GaussianDiffusion(unet, image_size=16, timesteps=100, **diffusion)
+    model = module.GaussianDiffusion(unet, image_size=16, **{"timesteps": 100, **diffusion})
     ema = EMA(model, beta=0.99)
     with torch.no_grad():  # the online weights drift from the EMA's, as in training
         for parameter in model.parameters():
@@ -72,12 +72,17 @@ def test_the_converted_unet_computes_what_the_package_computes(name):
         torch.testing.assert_close(exact, reference.double()(x.double(), t.double())[:, :3], rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("objective, min_snr", [("pred_noise", False), ("pred_x0", False), ("pred_v", False), ("pred_v", True), ("pred_noise", True)])
-def test_the_objective_and_schedule_are_the_package_s(objective, min_snr):
+@pytest.mark.parametrize("objective, min_snr, schedule, steps", [
+    ("pred_noise", False, "sigmoid", 100), ("pred_x0", False, "sigmoid", 100), ("pred_v", False, "sigmoid", 100), ("pred_v", True, "sigmoid", 100),
+    ("pred_noise", True, "linear", 100),
+    # long schedules, where 1 - abar in float32 loses the small betas: the snr comes from the float64-made square roots
+    ("pred_x0", False, "cosine", 4000), ("pred_noise", True, "cosine", 4000), ("pred_v", True, "linear", 4000),
+])  # fmt: skip
+def test_the_objective_and_schedule_are_the_package_s(objective, min_snr, schedule, steps):
     from tenshot.diffusion.schedule import NoiseSchedule
 
     version, config = CONFIGS["2.3.4 small"]
-    saved = _trainer_save(version, _unet(version, config), objective=objective, beta_schedule="sigmoid", min_snr_loss_weight=min_snr)
+    saved = _trainer_save(version, _unet(version, config), objective=objective, beta_schedule=schedule, min_snr_loss_weight=min_snr, timesteps=steps)
     _, scheduler, summary = convert_lucidrains(saved, LucidrainsSettings(image_size=16))
     assert f"objective {objective} (read from loss_weight)" in summary
     schedule = NoiseSchedule(scheduler)
@@ -99,6 +104,25 @@ def test_tenshot_reads_the_output_as_the_package_does(name, objective):
         expected = model.model_predictions(x, t).pred_x_start
         got = schedule.predict(unet(x, t).sample, x, t).x0
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_learned_variance_unet_predicts_the_noise_and_wrappers_are_taken_off():
+    """LearnedGaussianDiffusion registers its parent's default loss_weight (pred_v in 2.x) but trains and samples
+    the first half of the output as noise; DDP's module. and torch.compile's _orig_mod. prefixes come off."""
+    version = "2.3.4"
+    reference = _unet(version, {**CONFIGS["2.3.4 small"][1], "learned_variance": True})
+    diffusion_state = {f"model.{key}": value for key, value in reference.state_dict().items()}
+    plain = package(version).GaussianDiffusion(_unet(version, CONFIGS["2.3.4 small"][1]), image_size=16, timesteps=100)
+    buffers = {key: value for key, value in plain.state_dict().items() if not key.startswith("model.")}  # as its subclass registers them
+    wrapped = {"model": {f"module.{key}": value for key, value in {**diffusion_state, **buffers}.items()}}
+    assert buffers["loss_weight"][-1] < 0.5  # pred_v's weighting snr / (snr + 1)
+    unet, scheduler, summary = convert_lucidrains(wrapped, LucidrainsSettings(image_size=16, weights="model"))
+    assert "objective pred_noise (LearnedGaussianDiffusion's)" in summary and scheduler["prediction_type"] == "epsilon"
+    x, t = torch.randn(1, 3, 16, 16), torch.tensor([7])
+    with torch.no_grad():
+        torch.testing.assert_close(unet(x, t).sample, reference(x, t)[:, :3], rtol=1e-5, atol=1e-5)
+    with pytest.raises(TenshotError, match="predicts the noise"):
+        convert_lucidrains(wrapped, LucidrainsSettings(weights="model", objective="pred_x0"))
 
 
 def test_ema_or_online_weights():
@@ -160,7 +184,7 @@ def test_source_of_a_checkpoint_converts_on_the_fly_once(tmp_path, monkeypatch):
     converted = list((tmp_path / "cache" / "converted").iterdir())
     assert len(converted) == 1 and (converted[0] / "README.md").is_file()
     second = CliRunner().invoke(main, ["sample", str(checkpoint), "--n", "1", "--steps", "1", "--out", str(tmp_path / "s2")])
-    assert second.exit_code == 0 and "converted on the fly" not in second.output
+    assert second.exit_code == 0 and "converted on the fly" not in second.output and "cached at" in second.output
 
 
 def test_what_does_not_convert_is_one_line(tmp_path):
@@ -172,8 +196,8 @@ def test_what_does_not_convert_is_one_line(tmp_path):
     with pytest.raises(TenshotError, match="disagrees with the checkpoint's loss_weight"):
         convert_lucidrains(saved, LucidrainsSettings(objective="pred_noise"))
     old = _trainer_save("0.28.0", _unet("0.28.0", CONFIGS["0.28"][1]))
-    with pytest.raises(TenshotError, match="no pred_v"):
-        convert_lucidrains(old, LucidrainsSettings(objective="pred_v"))
+    with pytest.raises(TenshotError, match="theta 10000"):
+        convert_lucidrains(old, LucidrainsSettings(sinusoidal_theta=100.0))
     extra = {**saved, "ema": {}, "model": {**saved["model"], "model.extra.weight": torch.zeros(1)}}
     with pytest.raises(TenshotError, match="does not fit"):
         convert_lucidrains(extra, LucidrainsSettings(weights="model"))

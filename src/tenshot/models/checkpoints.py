@@ -3,9 +3,10 @@ and the cache that lets ``--source model.pt`` convert on the fly.
 
 A file is a denoising-diffusion-pytorch checkpoint when it holds a ``GaussianDiffusion`` state
 (:mod:`tenshot.models.convert_lucidrains`), else an ADM state dict (:mod:`tenshot.models.convert`). On the fly, the
-file converts with ``tenshot convert``'s default settings into ``CACHE/converted/KEY`` (KEY: the file's bytes
-and those settings), once, and a warning names what the file did not record and was assumed; a checkpoint
-trained otherwise (another image size, ADM's heads or schedule) needs ``tenshot convert`` with its flags.
+file converts with ``tenshot convert``'s default settings into ``CACHE/converted/KEY`` (KEY: the file's bytes,
+those settings and the converter's revision), once, and a warning names what the file did not record and was
+assumed (later uses warn that they use it); a checkpoint trained otherwise (another image size, ADM's heads or
+schedule) needs ``tenshot convert`` with its flags.
 """
 
 from __future__ import annotations
@@ -20,15 +21,18 @@ from .convert_lucidrains import LucidrainsSettings, convert_lucidrains, is_lucid
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 READ_CHUNK = 1 << 24
+# part of the on-the-fly cache key: a conversion made by an earlier converter is made again, not served
+CONVERTER_REVISION = "2026-12-04"
 LUCIDRAINS_USAGE = ("Its UNet is tenshot's `LucidrainsUNet`: `import tenshot.models.lucidrains_unet`, then "
-                    "`DDPMPipeline.from_pretrained(\"PATH\")` or `DDIMPipeline.from_pretrained(\"PATH\")` load and sample it.")  # fmt: skip
+                    "`DDPMPipeline.from_pretrained(\"PATH\")` or `DDIMPipeline.from_pretrained(\"PATH\")` load and sample it "
+                    "(DDIM as the package samples: call the pipeline with `use_clipped_model_output=True`).")  # fmt: skip
 
 
 def write_converted(source: Path, out: Path, adm: ADMSettings, lucidrains: LucidrainsSettings) -> tuple[str, str]:
     """Write ``out`` whole (a pipeline folder with a model card) from the checkpoint ``source``. Returns (what it
     holds, the settings assumed), each in words."""
     from ..diffusion.schedule import NoiseSchedule
-    from .diffusion_model import DiffusionModel
+    from .diffusion_model import PIPELINE_FILE, DiffusionModel
 
     loaded = read_checkpoint(source)
     if is_lucidrains(loaded):
@@ -41,10 +45,10 @@ def write_converted(source: Path, out: Path, adm: ADMSettings, lucidrains: Lucid
         summary, assumed = describe(adm_structure(state)), adm_assumed(adm)
         card = converted_card(source, "guided-diffusion / improved-diffusion", "guided-diffusion", summary, assumed)
     def write(staging: Path) -> None:
-        DiffusionModel(unet, NoiseSchedule(scheduler)).write(staging)
         (staging / "README.md").write_text(card)
+        DiffusionModel(unet, NoiseSchedule(scheduler)).write(staging)  # model_index.json last: the folder's marker
 
-    replace_folder(out, write)
+    replace_folder(out, write, complete=PIPELINE_FILE)
     return summary, assumed
 
 
@@ -60,10 +64,12 @@ def converted_on_the_fly(path: Path) -> Path:
     """The cached conversion of checkpoint ``path`` at the default settings, made now if it is not there."""
     adm, lucidrains = ADMSettings(), LucidrainsSettings()
     try:
-        folder = cache_root() / "converted" / _file_key(path, repr((adm, lucidrains)))
+        folder = cache_root() / "converted" / _file_key(path, repr((CONVERTER_REVISION, adm, lucidrains)))
     except OSError as error:
         raise TenshotError(f"{path}: could not read ({error.strerror})") from None
-    if not (folder / "model_index.json").is_file():
+    if (folder / "model_index.json").is_file():
+        warn(f"{path}: its conversion with convert's default settings, cached at {folder} (its README.md says what was assumed)")
+    else:
         summary, assumed = write_converted(path, folder, adm, lucidrains)
         warn(f"{path} converted on the fly to {folder}: {summary}; assumed {assumed}. "
              f"If it was trained otherwise, run `tenshot convert {path} --out DIR` with its flags and use DIR")  # fmt: skip

@@ -12,8 +12,11 @@ attention kinds, heads and memory key/values are read from the tensors. The diff
   ``min(snr, gamma) / (snr + 1)`` respectively (gamma infinite without min-SNR weighting); 0.28 records none and
   defaults to ``pred_noise`` (its own default) unless ``--objective`` says otherwise.
 
-A learned-variance output (``LearnedGaussianDiffusion``, twice the channels) keeps its first half, the mean's
-prediction; tenshot samples with fixed variances. Self-conditioned Unets are refused: tenshot's samplers do not
+The 0.28 layout is that of releases 0.28 to 0.31. Releases before 0.28 hold the same tensors but compute
+otherwise (plain convolutions, l2-normalised attention): their checkpoints would convert without error to a
+different network, and are not supported. A learned-variance output (``LearnedGaussianDiffusion``, twice the
+channels) keeps its first half, the noise prediction, whatever ``loss_weight`` says; tenshot samples with fixed
+variances. Self-conditioned Unets are refused: tenshot's samplers do not
 feed the previous x0 back. Loading uses ``torch.load(weights_only=True)`` only.
 """
 
@@ -67,27 +70,38 @@ def _split(state: dict, prefix: str, weights: str) -> LucidrainsCheckpoint:
     return LucidrainsCheckpoint(unet, buffers, weights)
 
 
+WRAPPERS = re.compile(r"^((?:ema_model\.)?)(?:module\.|_orig_mod\.)+")  # DistributedDataParallel's and torch.compile's
+
+
+def _unwrapped(state: dict) -> dict:
+    """``state`` with DDP's ``module.`` and torch.compile's ``_orig_mod.`` taken off its keys."""
+    return {WRAPPERS.sub(r"\1", key): value for key, value in state.items()}
+
+
+def _diffusion_state(loaded: dict) -> dict:
+    return _unwrapped(loaded["model"] if isinstance(loaded.get("model"), dict) else loaded)
+
+
 def is_lucidrains(loaded) -> bool:
     """Whether a read checkpoint is a denoising-diffusion-pytorch ``Trainer`` save or ``GaussianDiffusion`` state."""
     if not isinstance(loaded, dict):
         return False
-    state = loaded.get("model") if isinstance(loaded.get("model"), dict) else loaded
-    return isinstance(state, dict) and "model.init_conv.weight" in state and "betas" in state
+    state = _diffusion_state(loaded)
+    return "model.init_conv.weight" in state and "betas" in state
 
 
 def lucidrains_checkpoint(loaded: dict, weights: str) -> LucidrainsCheckpoint:
     """The ``weights`` (``ema`` or ``model``) of a Trainer save; a bare GaussianDiffusion state has only ``model``."""
-    if "model.init_conv.weight" in loaded:
-        return _split(loaded, "", "model")
+    if "model.init_conv.weight" in _unwrapped(loaded):
+        return _split(_unwrapped(loaded), "", "model")
     if weights == "ema":
-        ema = loaded.get("ema")
-        if not isinstance(ema, dict):
+        if not isinstance(loaded.get("ema"), dict):
             raise TenshotError("the checkpoint has no EMA weights (ema); convert its online weights with --weights model")
-        prefix = next((key[: -len("model.init_conv.weight")] for key in ema if key.endswith("model.init_conv.weight") and key.startswith("ema_model.")), None)
-        if prefix is None:
+        ema = _unwrapped(loaded["ema"])
+        if "ema_model.model.init_conv.weight" not in ema:
             raise TenshotError("the checkpoint's ema holds no ema_model weights; convert its online weights with --weights model")
-        return _split(ema, prefix, "ema")
-    return _split(loaded["model"], "", "model")
+        return _split(ema, "ema_model.", "ema")
+    return _split(_diffusion_state(loaded), "", "model")
 
 
 def _levels(unet: dict) -> int:
@@ -117,6 +131,8 @@ def unet_config(unet: dict[str, torch.Tensor], settings: LucidrainsSettings) -> 
     config = dict(layout=layout, sample_size=settings.image_size, in_channels=int(in_channels), dim=int(dim), init_dim=int(init_dim),
                   out_channels=int(in_channels), dim_mults=tuple(w // dim for w in widths), resnet_block_groups=settings.resnet_block_groups,
                   sinusoidal_theta=settings.sinusoidal_theta)  # fmt: skip
+    if layout == "0.28" and settings.sinusoidal_theta != 10000.0:
+        raise TenshotError("0.28's time embedding has theta 10000; --sinusoidal-theta applies to 2.x checkpoints")
     if layout == "2":
         full = tuple(f"downs.{i}.2.to_out.1.g" not in unet for i in range(levels))
         shapes = [unet[f"downs.{i}.2.mem_kv"].shape for i in range(levels)]
@@ -129,19 +145,21 @@ def unet_config(unet: dict[str, torch.Tensor], settings: LucidrainsSettings) -> 
     return config
 
 
-def objective_of(buffers: dict[str, torch.Tensor], layout: str, settings: LucidrainsSettings) -> tuple[str, str]:
-    """(objective, how it was known): 2.x's ``loss_weight`` against the three weightings of the module docstring."""
+def objective_of(buffers: dict[str, torch.Tensor], layout: str, learned_variance: bool, settings: LucidrainsSettings) -> tuple[str, str]:
+    """(objective, how it was known): 2.x's ``loss_weight`` against the three weightings of the module docstring.
+    A learned-variance Unet (``LearnedGaussianDiffusion``) always predicts the noise, whatever ``loss_weight``
+    its parent class registered."""
+    if learned_variance:
+        if settings.objective not in (None, "pred_noise"):
+            raise TenshotError(f"a learned-variance Unet (LearnedGaussianDiffusion) predicts the noise; --objective {settings.objective} does not apply")
+        return "pred_noise", "LearnedGaussianDiffusion's"
     if "loss_weight" not in buffers:
-        if layout == "2":
-            if settings.objective is None:
-                raise TenshotError("the checkpoint records no loss_weight, so its objective is unknown; give --objective")
-            return settings.objective, "given"
-        objective = settings.objective or "pred_noise"
-        if objective == "pred_v":
-            raise TenshotError("0.28's GaussianDiffusion has no pred_v objective; give pred_noise or pred_x0")
-        return objective, "given" if settings.objective else "0.28's default"
-    abar = buffers["alphas_cumprod"].double()
-    snr, weight = abar / (1 - abar), buffers["loss_weight"].double()
+        if settings.objective is None and layout == "2":
+            raise TenshotError("the checkpoint records no loss_weight, so its objective is unknown; give --objective")
+        return settings.objective or "pred_noise", "given" if settings.objective else "0.28's default"
+    # snr from the square roots, which the package computed in float64: 1 - abar in float32 loses the small betas
+    snr = (buffers["sqrt_alphas_cumprod"].double() / buffers["sqrt_one_minus_alphas_cumprod"].double()) ** 2
+    weight = buffers["loss_weight"].double()
     matches = []
     for name, factor in (("pred_noise", snr), ("pred_x0", torch.ones_like(snr)), ("pred_v", snr + 1)):
         clipped = weight * factor
@@ -179,11 +197,11 @@ def convert_lucidrains(loaded: dict, settings: LucidrainsSettings):
     settings.validate()
     checkpoint = lucidrains_checkpoint(loaded, settings.weights)
     config = unet_config(checkpoint.unet, settings)
-    objective, known = objective_of(checkpoint.buffers, config["layout"], settings)
+    learned_variance = checkpoint.unet["final_conv.weight"].shape[0] == 2 * config["in_channels"]
+    objective, known = objective_of(checkpoint.buffers, config["layout"], learned_variance, settings)
     unet = LucidrainsUNet(**config)
     expected = unet.state_dict()
     converted = {_target_key(key, expected): value for key, value in checkpoint.unet.items()}
-    learned_variance = converted["final_conv.weight"].shape[0] == 2 * config["in_channels"]
     if learned_variance:
         for leaf in ("weight", "bias"):
             converted[f"final_conv.{leaf}"] = converted[f"final_conv.{leaf}"][: config["in_channels"]]
