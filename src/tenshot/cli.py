@@ -250,9 +250,9 @@ def export(**values):
 def convert(checkpoint, out, objective, weights, resnet_block_groups, sinusoidal_theta, **settings):
     """Convert a CHECKPOINT (.pt) into a diffusers folder that every command takes: a guided-diffusion /
     improved-diffusion (ADM) state dict (the checkpoints of DDPM-PA / DomainStudio and CRDI), or a
-    denoising-diffusion-pytorch Trainer checkpoint of 0.28 (Phasic's) or 2.x. The architecture is read from the
-    tensors, and a denoising-diffusion-pytorch schedule and objective from its buffers; give the flags for the
-    rest. Loads with torch.load(weights_only=True)."""
+    denoising-diffusion-pytorch Trainer checkpoint of 0.28 to 0.31 (Phasic pins 0.28) or 2.x. The architecture is
+    read from the tensors, and a denoising-diffusion-pytorch schedule and objective from its buffers; give the
+    flags for the rest. Loads with torch.load(weights_only=True)."""
     from . import api
     from .config import ConvertConfig
     from .models.convert import ADMSettings
