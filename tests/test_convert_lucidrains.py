@@ -185,6 +185,10 @@ def test_source_of_a_checkpoint_converts_on_the_fly_once(tmp_path, monkeypatch):
     assert len(converted) == 1 and (converted[0] / "README.md").is_file()
     second = CliRunner().invoke(main, ["sample", str(checkpoint), "--n", "1", "--steps", "1", "--out", str(tmp_path / "s2")])
     assert second.exit_code == 0 and "converted on the fly" not in second.output and "cached at" in second.output
+    torch.save(_trainer_save(version, _unet(version, dict(dim=8, dim_mults=(1, 2, 4, 8, 8)), seed=1)), checkpoint)
+    changed = CliRunner().invoke(main, ["sample", str(checkpoint), "--n", "1", "--steps", "1", "--out", str(tmp_path / "s3")])
+    assert changed.exit_code == 0 and "converted on the fly" in changed.output  # keyed by the file's bytes, not its name
+    assert len(list((tmp_path / "cache" / "converted").iterdir())) == 2
 
 
 def test_what_does_not_convert_is_one_line(tmp_path):

@@ -29,6 +29,7 @@ def _refused_as_one_line(target: Path):
 
 
 KEY_BATCH = 256  # images read at a time when content_key hashes an image set from disk
+KEY_CHUNK = 1 << 24  # bytes read at a time when content_key hashes a file
 
 
 def cache_root() -> Path:
@@ -38,12 +39,17 @@ def cache_root() -> Path:
 
 def content_key(*parts) -> str:
     """SHA-256 over strings and arrays (shape, dtype and bytes). An image set read from disk when indexed
-    (:class:`tenshot.data.images.ImageFiles`) is read batch by batch and keyed as the uint8 array it loads as."""
+    (:class:`tenshot.data.images.ImageFiles`) is read batch by batch and keyed as the uint8 array it loads as; a
+    :class:`~pathlib.Path` is keyed by the file's bytes, read in chunks."""
     digest = hashlib.sha256()
     for part in parts:
         if isinstance(part, np.ndarray):
             digest.update(f"{part.shape}{part.dtype}".encode())
             digest.update(np.ascontiguousarray(part).tobytes())
+        elif isinstance(part, Path):
+            with part.open("rb") as handle:
+                while chunk := handle.read(KEY_CHUNK):
+                    digest.update(chunk)
         elif hasattr(part, "paths"):
             digest.update(f"{tuple(part.shape)}uint8".encode())
             for start in range(0, len(part), KEY_BATCH):

@@ -75,7 +75,7 @@ def _sampled(model: DiffusionModel, count: int) -> np.ndarray:
     from .methods.finetune import FineTune
     from .sampling import generate
 
-    key = content_key(SAMPLES_VERSION, model_fingerprint(model), str(model.noise_shape), count, SAMPLE_STEPS)
+    key = content_key(SAMPLES_VERSION, model_fingerprint(model), model.noise_shape, count, SAMPLE_STEPS)
     path = cache_root() / "source-samples" / f"{key}.npy"
     if path.is_file():
         return np.load(path, allow_pickle=False)
@@ -93,7 +93,7 @@ def prompt_samples(model, prompt: str, count: int, steps: int, guidance_scale: f
     from .methods.text_to_image import PromptSampler
     from .sampling import generate
 
-    key = content_key(PROMPT_SAMPLES_VERSION, model_fingerprint(model), str(model.noise_shape), prompt, count, steps, guidance_scale)
+    key = content_key(PROMPT_SAMPLES_VERSION, model_fingerprint(model), model.noise_shape, prompt, count, steps, guidance_scale)
     path = cache_root() / "prompt-samples" / f"{key}.npy"
     if path.is_file():
         return np.load(path, allow_pickle=False)

@@ -11,16 +11,15 @@ schedule) needs ``tenshot convert`` with its flags.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from ..cache import cache_root, replace_folder
+from ..cache import cache_root, content_key, replace_folder
 from ..errors import TenshotError, warn
 from .convert import ADMSettings, adm_assumed, adm_state_dict, adm_structure, convert_adm, converted_card, describe, read_checkpoint
 from .convert_lucidrains import LucidrainsSettings, convert_lucidrains, is_lucidrains, lucidrains_assumed
+from .diffusion_model import PIPELINE_FILE
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
-READ_CHUNK = 1 << 24
 # part of the on-the-fly cache key: a conversion made by an earlier converter is made again, not served
 CONVERTER_REVISION = "2026-12-04"
 LUCIDRAINS_USAGE = ("Its UNet is tenshot's `LucidrainsUNet`: `import tenshot.models.lucidrains_unet`, then "
@@ -32,7 +31,7 @@ def write_converted(source: Path, out: Path, adm: ADMSettings, lucidrains: Lucid
     """Write ``out`` whole (a pipeline folder with a model card) from the checkpoint ``source``. Returns (what it
     holds, the settings assumed), each in words."""
     from ..diffusion.schedule import NoiseSchedule
-    from .diffusion_model import PIPELINE_FILE, DiffusionModel
+    from .diffusion_model import DiffusionModel
 
     loaded = read_checkpoint(source)
     if is_lucidrains(loaded):
@@ -44,6 +43,7 @@ def write_converted(source: Path, out: Path, adm: ADMSettings, lucidrains: Lucid
         unet, scheduler = convert_adm(state, adm)
         summary, assumed = describe(adm_structure(state)), adm_assumed(adm)
         card = converted_card(source, "guided-diffusion / improved-diffusion", "guided-diffusion", summary, assumed)
+
     def write(staging: Path) -> None:
         (staging / "README.md").write_text(card)
         DiffusionModel(unet, NoiseSchedule(scheduler)).write(staging)  # model_index.json last: the folder's marker
@@ -52,22 +52,14 @@ def write_converted(source: Path, out: Path, adm: ADMSettings, lucidrains: Lucid
     return summary, assumed
 
 
-def _file_key(path: Path, settings: str) -> str:
-    digest = hashlib.sha256(settings.encode())
-    with path.open("rb") as handle:
-        while chunk := handle.read(READ_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()[:24]
-
-
 def converted_on_the_fly(path: Path) -> Path:
     """The cached conversion of checkpoint ``path`` at the default settings, made now if it is not there."""
     adm, lucidrains = ADMSettings(), LucidrainsSettings()
     try:
-        folder = cache_root() / "converted" / _file_key(path, repr((CONVERTER_REVISION, adm, lucidrains)))
+        folder = cache_root() / "converted" / content_key(CONVERTER_REVISION, repr((adm, lucidrains)), path)
     except OSError as error:
         raise TenshotError(f"{path}: could not read ({error.strerror})") from None
-    if (folder / "model_index.json").is_file():
+    if (folder / PIPELINE_FILE).is_file():
         warn(f"{path}: its conversion with convert's default settings, cached at {folder} (its README.md says what was assumed)")
     else:
         summary, assumed = write_converted(path, folder, adm, lucidrains)

@@ -16,15 +16,13 @@ The 0.28 layout is that of releases 0.28 to 0.31. Releases before 0.28 hold the 
 otherwise (plain convolutions, l2-normalised attention): their checkpoints would convert without error to a
 different network, and are not supported. A learned-variance output (``LearnedGaussianDiffusion``, twice the
 channels) keeps its first half, the noise prediction, whatever ``loss_weight`` says; tenshot samples with fixed
-variances. Self-conditioned Unets are refused: tenshot's samplers do not
-feed the previous x0 back. Loading uses ``torch.load(weights_only=True)`` only.
+variances. Self-conditioned Unets are refused: tenshot's samplers do not feed the previous x0 back. Loading uses ``torch.load(weights_only=True)`` only.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -65,7 +63,8 @@ class LucidrainsCheckpoint:
 
 
 def _split(state: dict, prefix: str, weights: str) -> LucidrainsCheckpoint:
-    unet = {key[len(prefix) + 6 :]: value for key, value in state.items() if key.startswith(prefix + "model.")}
+    network = prefix + "model."
+    unet = {key[len(network) :]: value for key, value in state.items() if key.startswith(network)}
     buffers = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix) and "." not in key[len(prefix) :]}
     return LucidrainsCheckpoint(unet, buffers, weights)
 
@@ -223,13 +222,3 @@ def lucidrains_assumed(settings: LucidrainsSettings, layout: str) -> str:
     """The settings a conversion took from flags, in words."""
     groups = f", GroupNorm of {settings.resnet_block_groups} groups" if layout == "0.28" else ""
     return f"image size {settings.image_size}, time embedding theta {settings.sinusoidal_theta:g}{groups}"
-
-
-def is_lucidrains_folder(unet_folder: Path) -> bool:
-    """Whether a diffusers model folder's ``config.json`` names :class:`LucidrainsUNet`."""
-    import json
-
-    try:
-        return json.loads((unet_folder / "config.json").read_text()).get("_class_name") == "LucidrainsUNet"
-    except (OSError, ValueError):
-        return False

@@ -16,6 +16,14 @@ SCHEDULER_FILE = "scheduler_config.json"
 PIPELINE_FILE = "model_index.json"
 
 
+def unet_class_name(unet_folder: Path) -> str | None:
+    """The ``_class_name`` a diffusers model folder's ``config.json`` names (None when it has none to read)."""
+    try:
+        return json.loads((unet_folder / "config.json").read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 @dataclass
 class DiffusionModel:
     """A UNet and the noise schedule it was trained with."""

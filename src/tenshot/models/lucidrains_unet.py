@@ -23,22 +23,14 @@ unconditional models only).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.unets.unet_2d import UNet2DOutput
 from torch import nn
 
 LAYOUTS = ("0.28", "2")
-
-
-@dataclass
-class UNetOutput:
-    """What ``forward`` returns, as diffusers' ``UNet2DOutput``."""
-
-    sample: torch.Tensor
 
 
 class WeightStandardizedConv2d(nn.Conv2d):
@@ -334,4 +326,4 @@ class LucidrainsUNet(ModelMixin, ConfigMixin):
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | int, return_dict: bool = True):
         output = self.forward_with_bottleneck(sample, timestep)
-        return UNetOutput(output) if return_dict else (output,)
+        return UNet2DOutput(sample=output) if return_dict else (output,)

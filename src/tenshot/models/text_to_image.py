@@ -19,7 +19,7 @@ import torch
 
 from ..diffusion.schedule import NoiseSchedule
 from ..errors import TenshotError
-from .diffusion_model import PIPELINE_FILE, SCHEDULER_FILE, DiffusionModel
+from .diffusion_model import PIPELINE_FILE, SCHEDULER_FILE, DiffusionModel, unet_class_name
 
 CONDITIONAL_UNET = "UNet2DConditionModel"
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -27,11 +27,7 @@ COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 def is_text_to_image(folder: str | Path) -> bool:
     """True for a pipeline folder whose ``unet/`` is a ``UNet2DConditionModel``."""
-    config = Path(folder) / "unet" / "config.json"
-    try:
-        return json.loads(config.read_text()).get("_class_name") == CONDITIONAL_UNET
-    except (OSError, ValueError, AttributeError):
-        return False
+    return unet_class_name(Path(folder) / "unet") == CONDITIONAL_UNET
 
 
 class Conditioned(torch.nn.Module):

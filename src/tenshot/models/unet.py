@@ -19,7 +19,7 @@ import torch
 
 from ..diffusion.schedule import NoiseSchedule, default_scheduler_config
 from ..errors import TenshotError
-from .diffusion_model import SCHEDULER_FILE, DiffusionModel
+from .diffusion_model import SCHEDULER_FILE, DiffusionModel, unet_class_name
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Tests: seconds per step on a CPU.
@@ -139,7 +139,6 @@ def load_model(reference: str | Path, device: str | torch.device = "cpu") -> Dif
     (:mod:`tenshot.models.lora`) is its base model with the adapter merged in."""
     from diffusers import UNet2DModel
 
-    from .convert_lucidrains import is_lucidrains_folder
     from .lora import adapter_base, apply_adapter, is_adapter
     from .text_to_image import is_text_to_image, load_text_to_image
 
@@ -158,7 +157,7 @@ def load_model(reference: str | Path, device: str | torch.device = "cpu") -> Dif
         raise TenshotError(f"{scheduler_file}: not valid JSON ({error})") from None
     schedule = NoiseSchedule(scheduler_config)
     network = UNet2DModel
-    if is_lucidrains_folder(unet_folder):
+    if unet_class_name(unet_folder) == "LucidrainsUNet":
         from .lucidrains_unet import LucidrainsUNet as network
     try:
         unet = network.from_pretrained(unet_folder, use_safetensors=True, low_cpu_mem_usage=False)
