@@ -283,7 +283,7 @@ def markdown(results: list[dict], header: dict) -> str:
         return " CUDA peak MiB |" if r is None else f" {r['cuda_peak_allocated_mib']:.0f} |" if "cuda_peak_allocated_mib" in r else " |"
 
     lines = [
-        "# Speed and memory",
+        "# Speed and memory" + ("" if header.get("complete", True) else f": partial, stopped after {len(results)} cases"),
         "",
         (
             f"{header['processor']}, {header['cpu_count']} cores, {header['cuda'] + ', ' if header.get('cuda') else ''}torch {header['torch']}, "
@@ -362,19 +362,22 @@ def main() -> None:
         "load_average_before": round(os.getloadavg()[0], 2),
     }
     todo = cases(args)
+    if not todo:
+        raise SystemExit("no cases: give --methods or --samplers")
     print(f"{len(todo)} cases, each in its own process")
     results = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for index, case in enumerate(todo, 1):
         result = run_in_subprocess(case)
         results.append(result)
         figure = result.get("error") or (f"{result['median_s']:.3f} s/step" if case["kind"] == "train" else f"{result['images_per_s']:.2f} images/s")
         print(f"[{index}/{len(todo)}] {case['kind']} {case['size']} px {label(case)}: {figure}, peak RSS {result.get('peak_rss_mib', '?')} MiB ({result['process_s']:.0f} s)")
-    header["load_average_after"] = round(os.getloadavg()[0], 2)
-    header["seconds"] = round(time.perf_counter() - started, 1)
-    table = markdown(results, header)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({**header, "cases": results}, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(table)
+        header["load_average_after"] = round(os.getloadavg()[0], 2)
+        header["seconds"] = round(time.perf_counter() - started, 1)
+        header["complete"] = index == len(todo)  # written after every case, so a run stopped early keeps what it measured
+        table = markdown(results, header)
+        args.out.write_text(json.dumps({**header, "cases": results}, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(table)
     print(table)
     print(f"wrote {args.out} and {args.out.with_suffix('.md')} ({header['seconds']:.0f} s)")
 
