@@ -30,7 +30,9 @@ def _images(seed: int, count: int = 4) -> torch.Tensor:
 
 def _method(prediction_type: str = "v_prediction", **options) -> DomainStudio:
     torch.manual_seed(0)
-    return build_method("domainstudio", new_model("tiny", SIZE, prediction_type), options)
+    method = build_method("domainstudio", new_model("tiny", SIZE, prediction_type), options)
+    method.setup(_images(0))
+    return method
 
 
 def _losses(method: DomainStudio, images: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -183,7 +185,7 @@ def test_x0_is_clipped_on_epsilon_checkpoints_only_by_default():
     epsilon = _method("epsilon")
     assert epsilon.clip_x0 and not _method("v_prediction").clip_x0
     assert float(_losses(epsilon, images, seed=7)["hf_mse"]) <= 36
-    unclipped = build_method("domainstudio", new_model("tiny", SIZE, "epsilon"), {"clip_x0": False})
+    unclipped = _method("epsilon", clip_x0=False)
     unclipped.unet.load_state_dict(epsilon.unet.state_dict())
     unclipped.source.load_state_dict(epsilon.source.state_dict())
     assert float(_losses(unclipped, images, seed=7)["hf_mse"]) > 100
@@ -219,4 +221,7 @@ def test_adapt_domainstudio_end_to_end_and_sample(tmp_path):
 
     loaded = load_for_sampling(run)
     assert isinstance(loaded, DomainStudio) and loaded.settings["hf_pair_weight"] == 3 and not loaded.training
+    assert loaded.source is None  # sampling holds one UNet; the source copy is made by setup() for training
+    with pytest.raises(RuntimeError, match="setup"):
+        _losses(loaded, _images(4))
     assert type(load_for_sampling(tmp_path / "source")) is FineTune  # a pretraining run samples plainly

@@ -75,7 +75,11 @@ def test_lora_and_domainstudio_adapter_options():
             method_options(method, values)
     torch.manual_seed(0)
     studio = build_method("domainstudio", new_model("tiny", 8), {"adapter": "lora", "rank": 2})
+    studio.setup(torch.zeros(2, 3, 8, 8))
     assert has_lora(studio.unet) and not has_lora(studio.source)
+    torch.manual_seed(0)
+    base = new_model("tiny", 8).unet.state_dict()  # the adapter's zero B folds away: the copy is the base exactly
+    assert base.keys() == studio.source.state_dict().keys() and all(torch.equal(base[k], v) for k, v in studio.source.state_dict().items())
     assert {p.requires_grad for p in studio.source.parameters()} == {False}
     assert all(".lora_" in name for name, p in studio.named_parameters() if p.requires_grad)
 

@@ -182,8 +182,16 @@ class DomainStudio(Method):
         self.settings = self.options.resolved()
         clip = self.options.clip_x0
         self.clip_x0 = model.schedule.prediction_type == "epsilon" if clip is None else bool(clip)
-        self.source = copy.deepcopy(model.unet).requires_grad_(False).eval()
+        self.source: torch.nn.Module | None = None  # built by setup(): sampling a run needs no second UNet
         make_trainable(self.unet, self.options.adapter, self.options.rank)
+
+    def setup(self, target: torch.Tensor) -> None:
+        """The frozen copy of the source UNet whose predictions give the source distances, made before any step
+        (a LoRA adapter, still zero then, is folded away: the copy is the base UNet exactly)."""
+        from ..models.lora import has_lora, merge_in_place
+
+        source = copy.deepcopy(self.unet)
+        self.source = (merge_in_place(source) if has_lora(source) else source).requires_grad_(False).eval()
 
     def losses(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         settings = self.settings
@@ -192,6 +200,8 @@ class DomainStudio(Method):
                 f"domainstudio needs at least 3 images per micro-batch for its pairwise losses, got {batch.images.shape[0]}; "
                 "raise --batch-size (or lower --grad-accum)"
             )
+        if self.source is None:
+            raise RuntimeError("DomainStudio.setup() builds the source UNet before training")
         schedule = self.model.schedule
         terms = diffusion_loss(self.unet, schedule, batch.images, batch.generator, self.options.snr_gamma)
         x_t, t = terms["x_t"], terms["t"]
