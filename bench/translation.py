@@ -10,7 +10,9 @@ copied once to ``WORK/inputs-TARGET-N``. One cell per run, start and seed:
 
 every other flag at translate's default, except ``--guidance-end S`` for a run not adapted with phasic (no
 structure guidance: SDEdit); at S <= 400 the default ``--guidance-end 400`` leaves phasic unguided too. The
-untranslated inputs are a row of their own (start 0, no seed). Paired columns, means over the pairs: the EL0
+untranslated inputs are a row of their own (start 0, no seed). A bare model given as a run (the source itself,
+``source=src/tenshot/assets/noto-32``) is the null translation: SDEdit through the unadapted model re-draws each
+input without changing its domain, so its distances to the truth are what re-drawing alone costs. Paired columns, means over the pairs: the EL0
 distance to the truth and to the input (Phasic trains against EL0, which can flatter it), and the network-free
 ``pyramid_l1``, ``ssim`` and pixel RMSE to the truth. A cell is cached under its translate command
 (``quality.cached``): a run trained again in the same folder needs a fresh ``--work``.
