@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -62,6 +63,15 @@ def make_trainable(unet: torch.nn.Module, adapter: str, rank: int) -> None:
         add_lora(unet, rank, alpha=rank)
     else:
         unet.requires_grad_(True)
+
+
+def frozen_source_copy(unet: torch.nn.Module) -> torch.nn.Module:
+    """A frozen copy of ``unet`` before any step, in eval mode: the source that DomainStudio's pairwise terms
+    compare with. A LoRA adapter, still zero then, is folded away, so the copy is the base UNet exactly."""
+    from ..models.lora import has_lora, merge_in_place
+
+    source = copy.deepcopy(unet)
+    return (merge_in_place(source) if has_lora(source) else source).requires_grad_(False).eval()
 
 
 def restore_tensors(module: torch.nn.Module, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], prefix: str, what: str) -> None:

@@ -59,7 +59,6 @@ inference pass per step (bench/speed.py).
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -68,7 +67,7 @@ import torch.nn.functional as F
 
 from ..errors import TenshotError
 from ..models.unet import DiffusionModel
-from .base import Batch, Method, make_trainable
+from .base import Batch, Method, frozen_source_copy, make_trainable
 from .options import check_adapter, check_choices, check_numbers
 from .frequency import high_frequency
 from .losses import diffusion_loss
@@ -186,12 +185,8 @@ class DomainStudio(Method):
         make_trainable(self.unet, self.options.adapter, self.options.rank)
 
     def setup(self, target: torch.Tensor) -> None:
-        """The frozen copy of the source UNet whose predictions give the source distances, made before any step
-        (a LoRA adapter, still zero then, is folded away: the copy is the base UNet exactly)."""
-        from ..models.lora import has_lora, merge_in_place
-
-        source = copy.deepcopy(self.unet)
-        self.source = (merge_in_place(source) if has_lora(source) else source).requires_grad_(False).eval()
+        """The frozen source UNet whose predictions give the source distances (before any step)."""
+        self.source = frozen_source_copy(self.unet)
 
     def losses(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         settings = self.settings

@@ -42,7 +42,6 @@ the memory of the UNet and of the VAE decoder's backward pass.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 from dataclasses import dataclass
@@ -54,7 +53,7 @@ import torch.nn.functional as F
 from ..diffusion.samplers import sample_by_name
 from ..errors import TenshotError
 from ..models.text_to_image import Conditioned, TextToImageModel
-from .base import Batch, Method, make_trainable
+from .base import Batch, Method, frozen_source_copy, make_trainable
 from .domainstudio import pairwise_similarity_kl
 from .frequency import high_frequency
 from .losses import diffusion_loss
@@ -255,7 +254,7 @@ class TextDomainStudio(TextFineTune):
 
     def setup(self, target: torch.Tensor) -> None:
         """The frozen copy of the source UNet whose predictions give the source distances (before any step)."""
-        self.source = copy.deepcopy(self.unet).requires_grad_(False).eval()
+        self.source = frozen_source_copy(self.unet)
 
     def losses(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         count = batch.images.shape[0]
