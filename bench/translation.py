@@ -8,11 +8,13 @@ copied once to ``WORK/inputs-TARGET-N``. One cell per run, start and seed:
     tenshot translate RUN --input WORK/inputs-TARGET-N --start S --seed K --out CELL/translated
     tenshot evaluate CELL/translated --reference emoji:TARGET --shots emoji:TARGET
 
-every other flag at translate's default, except ``--guidance-end S`` for a run not adapted with phasic (no
-structure guidance: SDEdit); at S <= 400 the default ``--guidance-end 400`` leaves phasic unguided too. The
-untranslated inputs are a row of their own (start 0, no seed). A bare model given as a run (the source itself,
-``source=src/tenshot/assets/noto-32``) is the null translation: SDEdit through the unadapted model re-draws each
-input without changing its domain, so its distances to the truth are what re-drawing alone costs. Paired columns, means over the pairs: the EL0
+every other flag at translate's default (or ``--flags``), except ``--guidance-end S`` for a run not adapted with
+phasic (no structure guidance: SDEdit, or with the default ``--encode source`` DDIB); at S <= 400 the default
+``--guidance-end 400`` leaves phasic unguided too. The untranslated inputs are a row of their own (start 0, no
+seed). A bare model given as a run (the source itself, ``source=src/tenshot/assets/noto-32``) is the null
+translation: it brings each input to S and back without changing its domain (with ``--encode source`` its own
+DDIM encoding decoded again, with ``--encode noise`` SDEdit's re-drawing), so its distances to the truth are what
+the mechanics alone cost. Paired columns, means over the pairs: the EL0
 distance to the truth and to the input (Phasic trains against EL0, which can flatter it), and the network-free
 ``pyramid_l1``, ``ssim`` and pixel RMSE to the truth. A cell is cached under its translate command
 (``quality.cached``): a run trained again in the same folder needs a fresh ``--work``.
@@ -169,9 +171,9 @@ def run_method(run: Path) -> str:
     return (yaml.safe_load(saved.read_text()) or {}).get("method", "finetune") if saved.is_file() else "finetune"
 
 
-def translate_argv(run: Path, method: str, inputs: Path, start: int, seed: int, out: Path) -> list[str]:
+def translate_argv(run: Path, method: str, inputs: Path, start: int, seed: int, out: Path, flags: list[str] = ()) -> list[str]:
     sdedit = [] if method == "phasic" else ["--guidance-end", str(start)]
-    return [quality.TENSHOT, "translate", str(run), "--input", str(inputs), "--start", str(start), "--seed", str(seed), *sdedit, "--out", str(out)]
+    return [quality.TENSHOT, "translate", str(run), "--input", str(inputs), "--start", str(start), "--seed", str(seed), *sdedit, *flags, "--out", str(out)]
 
 
 def evaluated(folder: Path, target: str, cell: Path) -> dict[str, float]:
@@ -189,11 +191,11 @@ def input_cell(work: Path, target: str, inputs: Path, pairs: Pairs) -> dict:
     return result
 
 
-def translation_cell(work: Path, target: str, label: str, run: Path, start: int, seed: int, inputs: Path, pairs: Pairs) -> dict:
-    """Translate the inputs with ``run`` at ``start`` and ``seed``, then score the translations (cached; a finished
-    translation is kept if its scoring stopped)."""
+def translation_cell(work: Path, target: str, label: str, run: Path, start: int, seed: int, inputs: Path, pairs: Pairs, flags: list[str] = ()) -> dict:
+    """Translate the inputs with ``run`` at ``start`` and ``seed`` (and translate's ``flags``), then score the
+    translations (cached; a finished translation is kept if its scoring stopped)."""
     cell = work / f"{target}-{len(pairs.names)}" / label / f"start-{start}" / f"seed-{seed}"
-    argv = translate_argv(run, run_method(run), inputs, start, seed, cell / "translated")
+    argv = translate_argv(run, run_method(run), inputs, start, seed, cell / "translated", flags)
     command = shlex.join(["tenshot", *argv[1:]])
     result = quality.cached(cell, command)
     if result is not None:
@@ -319,6 +321,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500, help="Inputs (the rule in the module docstring).")
     parser.add_argument("--starts", default=",".join(map(str, STARTS)), help="Comma list of translate --start values (cosine time).")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="Comma list of translate --seed values.")
+    parser.add_argument("--flags", default="", help="More `tenshot translate` flags for every run of this call, e.g. '--encode noise --eta 1' "
+                        "(the Phasic code's encoding); part of each cell's cached command, so give such rows labels of their own.")
     parser.add_argument("--work", type=Path, default=quality.WORK / "translation", help="Inputs and cached cells.")
     parser.add_argument("--name", default="translation-table", help="Result files bench/results/NAME.{json,md} and NAME-TARGET.png.")
     parser.add_argument("--plot", action="store_true", help="Run nothing: redraw NAME.md and the PNGs from NAME.json alone.")
@@ -347,7 +351,7 @@ def main() -> None:
     for seed in seeds:  # seed by seed: a table stopped early still has whole curves
         for start in starts:
             for label, run in runs.items():
-                record(label, run, start, seed, translation_cell(args.work, args.target, label, run, start, seed, inputs, pairs))
+                record(label, run, start, seed, translation_cell(args.work, args.target, label, run, start, seed, inputs, pairs, shlex.split(args.flags)))
     print(markdown(json.loads((RESULTS / f"{args.name}.json").read_text())))
 
 

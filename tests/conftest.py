@@ -10,7 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+from tenshot.diffusion.schedule import NoiseSchedule, Prediction
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -29,8 +32,6 @@ def write_images(folder: Path, count: int, size: int = 16, seed: int = 0) -> Pat
 
 def uniform_images(seed: int, count: int, size: int):
     """``count`` images as a float tensor ``(count, 3, size, size)``, uniform in [-1, 1], from ``seed``."""
-    import torch
-
     return torch.rand(count, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
@@ -65,8 +66,6 @@ def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedP
 def one_torch_thread():
     """One intra-op thread: the tensors here are tiny, and on a shared 2-core machine torch's default
     thread pool spins against other processes (measured 20x slower under load)."""
-    import torch
-
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -88,3 +87,17 @@ def interrupt_when(process: subprocess.Popen, ready, sig: int, timeout: float = 
     finally:
         if process.poll() is None:
             process.kill()
+
+
+class ConstantNoiseDenoiser:
+    """Predicts the same noise everywhere: the DDIM ODE is then a straight line, which Euler steps
+    (sampling and inversion alike) follow exactly, so inversion then sampling must give the input back
+    to float64 precision. Any bookkeeping slip (a skipped or doubled move, a wrong abar) breaks it."""
+
+    def __init__(self, schedule: NoiseSchedule, eps: torch.Tensor):
+        self.schedule, self.eps = schedule, eps
+
+    def __call__(self, x, t):
+        abar = float(self.schedule.abar(t))
+        x0 = (x - (1 - abar) ** 0.5 * self.eps) / abar**0.5
+        return Prediction(eps=self.eps.expand_as(x), x0=x0, v=abar**0.5 * self.eps - (1 - abar) ** 0.5 * x0)

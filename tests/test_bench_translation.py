@@ -148,6 +148,8 @@ def test_a_cell_translates_scores_and_is_read_back(tmp_path, monkeypatch):
     assert cell["command"].startswith("tenshot translate ")
     again = translation.translation_cell(tmp_path / "work", "openmoji", "phasic", runs["phasic"], 600, 1, inputs, pairs)
     assert again == cell and len(commands) == 2  # read back, not translated again
+    flagged = translation.translation_cell(tmp_path / "work", "openmoji", "phasic-noise", runs["phasic"], 600, 1, inputs, pairs, ["--encode", "noise"])
+    assert commands[-1][-4:-2] == ["--encode", "noise"] and "--encode noise" in flagged["command"] and len(commands) == 3
     row = translation.input_cell(tmp_path / "work", "openmoji", inputs, pairs)
     assert row["lpips-el0-to-input"] == 0 and row["lpips-el0-to-truth"] > 0
 

@@ -8,7 +8,8 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from tenshot.diffusion import ddim_invert, ddim_sample, ddpm_sample, dpm_solver_sample, partial_noise, sample_seed
-from tenshot.diffusion.schedule import NoiseSchedule, Prediction, default_scheduler_config
+from tenshot.diffusion.schedule import NoiseSchedule, default_scheduler_config
+from conftest import ConstantNoiseDenoiser
 from tenshot.errors import TenshotError
 
 BETA_CONFIGS = {
@@ -294,20 +295,6 @@ def test_samplers_reject_unordered_times():
 
 
 # --- DDIM inversion --------------------------------------------------------------------------------
-
-
-class ConstantNoiseDenoiser:
-    """Predicts the same noise everywhere: the DDIM ODE is then a straight line, which Euler steps
-    (sampling and inversion alike) follow exactly, so inversion then sampling must give the input back
-    to float64 precision. Any bookkeeping slip (a skipped or doubled move, a wrong abar) breaks it."""
-
-    def __init__(self, schedule: NoiseSchedule, eps: torch.Tensor):
-        self.schedule, self.eps = schedule, eps
-
-    def __call__(self, x, t):
-        abar = float(self.schedule.abar(t))
-        x0 = (x - (1 - abar) ** 0.5 * self.eps) / abar**0.5
-        return Prediction(eps=self.eps.expand_as(x), x0=x0, v=abar**0.5 * self.eps - (1 - abar) ** 0.5 * x0)
 
 
 class GaussianDenoiser:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -13,9 +14,9 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import uniform_images, write_images
+from conftest import ConstantNoiseDenoiser, uniform_images, write_images
 from tenshot.cli import main
-from tenshot.diffusion.samplers import ddim_sample, dpm_solver_sample, partial_noise, sample_generators
+from tenshot.diffusion.samplers import ddim_invert, ddim_sample, dpm_solver_sample, partial_noise, sample_generators
 from tenshot.diffusion.schedule import NoiseSchedule, cosine_schedule, default_scheduler_config
 from tenshot.errors import TenshotError
 from tenshot.methods import build_method, method_options
@@ -304,13 +305,13 @@ def test_translation_times_and_guidance_off_is_partial_denoising():
     assert times[0] == 324 and len(times) == 25 and times == sorted(times, reverse=True)
     model = new_model("tiny", SIZE, "epsilon")
     images = _images(10, 3)
-    off = TranslationSettings(start=600, steps=5, guidance_end=600, eta=0.5)
+    off = TranslationSettings(start=600, steps=5, guidance_end=600, eta=0.5, encode="noise")
     translated = structure_guided_translation(model.denoiser(), images, off, sample_generators(0, range(3)))
     generators = sample_generators(0, range(3))
     grid = translation_times(linear, 600, 5)
     expected = ddim_sample(model.denoiser(), partial_noise(linear, images, grid[0], generators), grid, eta=0.5, generator=generators)
     torch.testing.assert_close(translated, expected)
-    guided = structure_guided_translation(model.denoiser(), images, TranslationSettings(start=600, steps=5), sample_generators(0, range(3)))
+    guided = structure_guided_translation(model.denoiser(), images, dataclasses.replace(off, guidance_end=400), sample_generators(0, range(3)))
     assert (guided - translated).abs().max() > 1e-4
     with pytest.raises(TenshotError, match="filter-factor"):
         TranslationSettings(filter_factor=3).check(SIZE)
@@ -319,18 +320,56 @@ def test_translation_times_and_guidance_off_is_partial_denoising():
     generators = sample_generators(0, range(3))
     torch.testing.assert_close(dpm_off, dpm_solver_sample(model.denoiser(), partial_noise(linear, images, grid[0], generators), grid))
     assert (dpm_off - translated).abs().max() > 1e-4
-    dpm_guided = structure_guided_translation(model.denoiser(), images, TranslationSettings(start=600, steps=5, sampler="dpm++"), sample_generators(0, range(3)))
+    dpm_guided = structure_guided_translation(model.denoiser(), images, dataclasses.replace(off, guidance_end=400, sampler="dpm++"), sample_generators(0, range(3)))
     assert (dpm_guided - dpm_off).abs().max() > 1e-4
     with pytest.raises(TenshotError, match="translate's sampler must be one of ddim, dpm"):
         TranslationSettings(sampler="ddpm").check(SIZE)
+    with pytest.raises(TenshotError, match="encode must be one of source, noise"):
+        TranslationSettings(encode="ddim").check(SIZE)
 
 
-def test_translation_is_per_image_whatever_the_batch():
+def test_source_encoding_starts_and_guides_from_the_source_models_ddim_inversion():
+    """encode="source" (DDIB): the start is the source model's DDIM inversion of the input through the translation
+    times, and the adapted model denoises it; without an encoder it refuses."""
+    linear = NoiseSchedule(default_scheduler_config())
+    torch.manual_seed(1)
+    source, adapted = new_model("tiny", SIZE, "epsilon"), new_model("tiny", SIZE, "epsilon")
+    images = _images(12, 3)
+    settings = TranslationSettings(start=600, steps=5, guidance_end=600)
+    translated = structure_guided_translation(adapted.denoiser(), images, settings, sample_generators(0, range(3)), source.denoiser())
+    grid = translation_times(linear, 600, 5)
+    expected = ddim_sample(adapted.denoiser(), ddim_invert(source.denoiser(), images, grid), grid)
+    torch.testing.assert_close(translated, expected)
+    guided = structure_guided_translation(adapted.denoiser(), images, dataclasses.replace(settings, guidance_end=200), None, source.denoiser())
+    assert (guided - translated).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="needs the source model"):
+        structure_guided_translation(adapted.denoiser(), images, settings)
+
+
+@pytest.mark.parametrize("guidance_end", [600, 400, -1])
+def test_a_model_translating_its_own_encoding_gives_the_input_back(guidance_end):
+    """DDIB's round trip: where the DDIM ODE is a straight line (a constant-noise denoiser), Euler steps follow it
+    exactly, so encoding and decoding with one model returns the input, with structure guidance too (each
+    reference is the next point of the same encoding)."""
+    schedule = NoiseSchedule({**default_scheduler_config(), "clip_sample": False})
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, SIZE, SIZE, generator=generator, dtype=torch.float64) * 2 - 1
+    denoiser = ConstantNoiseDenoiser(schedule, torch.randn(1, 3, SIZE, SIZE, generator=generator, dtype=torch.float64))
+    settings = TranslationSettings(start=600, steps=10, guidance_end=guidance_end, filter_factor=2)
+    translated = structure_guided_translation(denoiser, images, settings, None, denoiser)
+    torch.testing.assert_close(translated, images, rtol=0, atol=1e-9)
+    noised = structure_guided_translation(denoiser, images, dataclasses.replace(settings, encode="noise"), sample_generators(0, range(2)))
+    assert (noised - images).abs().max() > 0.1  # a fresh draw of q(x_t | x) is not the input's own encoding
+
+
+@pytest.mark.parametrize("encode, eta", [("source", 0.0), ("noise", 1.0)])
+def test_translation_is_per_image_whatever_the_batch(encode, eta):
     method = _method()
+    encoder = new_model("tiny", SIZE, "v_prediction").denoiser()
     images = _images(11, 3)
-    settings = TranslationSettings(start=500, steps=3, style_repeats=1, output="intermediate")
-    whole = method.translate(images, settings, sample_generators(5, range(3)))
-    last = method.translate(images[2:], settings, sample_generators(5, [2]))
+    settings = TranslationSettings(start=500, steps=3, style_repeats=1, output="intermediate", encode=encode, eta=eta)
+    whole = method.translate(images, settings, sample_generators(5, range(3)), encoder)
+    last = method.translate(images[2:], settings, sample_generators(5, [2]), encoder)
     torch.testing.assert_close(whole[2:], last, rtol=1e-4, atol=1e-4)
 
 
@@ -420,6 +459,17 @@ def test_adapt_both_stages_translate_and_sample(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "translated").iterdir()) == ["000.png", "001.png", "002.png", "003.png"]
     assert (tmp_path / "translated.png").is_file()
+    # the default encoding loads the run's source model: a run whose source is gone says so, and --encode noise needs none
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)
+    (moved / "config.yaml").write_text((run / "config.yaml").read_text().replace(str(source), str(tmp_path / "gone")))
+    translate = ["translate", str(moved), "--input", str(source_data), "--n", "2", "--steps", "3"]
+    result = runner.invoke(main, [*translate, "--out", str(tmp_path / "refused-encoding")])
+    assert result.exit_code == 2 and "use --encode noise" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "refused-encoding").exists()
+    result = runner.invoke(main, [*translate, "--encode", "noise", "--eta", "1", "--out", str(tmp_path / "noise-encoded")])
+    assert result.exit_code == 0, result.output
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "noise-encoded" / "000.png")), np.asarray(Image.open(tmp_path / "translated" / "000.png")))
     result = runner.invoke(main, ["sample", str(run), "--n", "2", "--steps", "2", "--out", str(tmp_path / "samples")])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["000000.png", "000001.png"]

@@ -333,7 +333,8 @@ def _translated_source_samples(method, source: str, config: SampleConfig, device
     sampler, steps = sampler_choice(source_model, config.sampler, config.steps, config.eta)
     inputs = generate(source_model, config.n, steps=steps, sampler=sampler, eta=config.eta, seed=config.seed, batch_size=config.batch_size, progress=progress)
     batch_size = config.batch_size or default_sample_batch(device, method.model)
-    return translate_images(method, inputs, settings, seed=config.seed, batch_size=batch_size, progress=progress)
+    encoder = source_model.model.denoiser()
+    return translate_images(method, inputs, settings, encoder=encoder, seed=config.seed, batch_size=batch_size, progress=progress)
 
 
 def report(config: ReportConfig):
@@ -388,6 +389,23 @@ def _output_names(argument: str, files: list[Path]) -> list[Path]:
     return names
 
 
+def _source_encoder(run: str, method, device):
+    """``translate --encode source``: the denoiser of the model the run was adapted from (its ``config.yaml``), which
+    encodes each input (DDIB); a model that is not a run encodes its inputs itself."""
+    from .models.unet import load_model
+
+    source = ((read_run_config(run) if Path(run).is_dir() else None) or {}).get("source")
+    if not source:
+        return method.model.denoiser()
+    try:
+        model = load_model(str(source), device)
+    except (TenshotError, OSError) as error:
+        raise TenshotError(f"{run}: --encode source needs the run's source model {source}, which did not load ({str(error).splitlines()[0]}); use --encode noise") from None
+    if model.size != method.model.size:
+        raise TenshotError(f"{source}: {model.size} px, the run {run} is {method.model.size} px; use --encode noise")
+    return model.denoiser()
+
+
 def translate(config: TranslateConfig, progress: bool = False) -> TranslateResult:
     """Translate the source-domain images of ``config.input`` with the run ``config.model`` into ``config.out``,
     keeping each input's file name (DESIGN.md: a translation can be scored against the true rendering of the
@@ -401,13 +419,15 @@ def translate(config: TranslateConfig, progress: bool = False) -> TranslateResul
     out = Path(config.out)
     if occupied(out):
         raise TenshotError(f"{out}: folder exists and is not empty; choose another --out")
-    method = load_for_sampling(config.model, resolve_device(config.device))
+    device = resolve_device(config.device)
+    method = load_for_sampling(config.model, device)
     _refuse_text_to_image(method.model, config.model, "translate")
     config.check(method.model.size)
     files = domain_files(config.input, method.model.size, default_split="all")[: config.n]
     names = _output_names(config.input, files)
+    encoder = _source_encoder(config.model, method, device) if config.encode == "source" else None
     started = time.perf_counter()
-    translated = translate_images(method, load_images(files, method.model.size), config, seed=config.seed, batch_size=config.batch_size, progress=progress)
+    translated = translate_images(method, load_images(files, method.model.size), config, encoder=encoder, seed=config.seed, batch_size=config.batch_size, progress=progress)
     seconds = time.perf_counter() - started
     _, grid = write_samples(translated, out, names)
     return TranslateResult(folder=out, grid=grid, count=len(translated), seconds=seconds)

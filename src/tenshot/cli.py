@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .config import METHOD_TRAIN_DEFAULTS, SAMPLERS, TEXT_LORA_LR, TEXT_TRAIN_DEFAULTS, TRANSLATION_OUTPUTS, AdaptConfig, DemoConfig, DistillConfig, PretrainConfig, SampleConfig, TrainConfig, TranslateConfig, adapt_train_defaults
+from .config import METHOD_TRAIN_DEFAULTS, SAMPLERS, TEXT_LORA_LR, TEXT_TRAIN_DEFAULTS, TRANSLATION_ENCODINGS, TRANSLATION_OUTPUTS, AdaptConfig, DemoConfig, DistillConfig, PretrainConfig, SampleConfig, TrainConfig, TranslateConfig, adapt_train_defaults
 from .errors import Interrupted, TenshotError
 
 
@@ -333,7 +333,8 @@ TRANSLATE = TranslateConfig()
 @click.option("--n", type=int, default=None, help="Translate the first N inputs only (default all).")
 @click.option("--start", type=int, default=TRANSLATE.start, show_default=True, help="Noise level to start from, as a time of the Phasic paper's cosine schedule (mapped to the model's: 600 -> 324 on linear).")
 @click.option("--steps", type=int, default=TRANSLATE.steps, show_default=True, help="Denoising steps from --start.")
-@click.option("--eta", type=float, default=TRANSLATE.eta, show_default=True, help="DDIM eta (1: the code's stochastic sampler).")
+@click.option("--encode", type=click.Choice(TRANSLATION_ENCODINGS), default=TRANSLATE.encode, show_default=True, help="How each input reaches --start: source, the DDIM encoding by the model the run was adapted from (DDIB, with --eta 0; loads that model); noise, a fresh draw of q(x_t | x) (the Phasic code's, with --eta 1).")
+@click.option("--eta", type=float, default=TRANSLATE.eta, show_default=True, help="DDIM eta (0: deterministic; 1: the Phasic code's stochastic sampler).")
 @click.option("--sampler", type=click.Choice(["ddim", "dpm++"]), default=TRANSLATE.sampler, show_default=True, help="ddim (with --eta), or DPM-Solver++(2M), deterministic (fewer --steps).")
 @click.option("--guidance-end", type=int, default=TRANSLATE.guidance_end, show_default=True, help="Structure guidance while the next time is above this (cosine time; >= --start: off).")
 @click.option("--filter-factor", type=int, default=None, help="Low-pass factor N of the structure guidance (default: the paper's 8 at 256 px scaled to the image size, 1 at 32 px).")

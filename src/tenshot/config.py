@@ -265,6 +265,7 @@ class SampleConfig:
 
 
 TRANSLATION_OUTPUTS = ("final", "intermediate")
+TRANSLATION_ENCODINGS = ("source", "noise")  # x^A brought to t by the source model's DDIM encoding (DDIB), or by q(x_t | x^A)
 PAPER_RESOLUTION, PAPER_FILTER_FACTOR = 256, 8
 
 
@@ -286,7 +287,8 @@ class TranslationSettings:
 
     start: int = 600
     steps: int = 25
-    eta: float = 1.0
+    eta: float = 0.0
+    encode: str = "source"
     guidance_end: int = 400
     filter_factor: int | None = None
     style_repeats: int = 0
@@ -305,6 +307,8 @@ class TranslationSettings:
             raise TenshotError(f"guidance-end must be at least -1, got {self.guidance_end}")
         if self.style_repeats < 0:
             raise TenshotError(f"style-repeats must not be negative, got {self.style_repeats}")
+        if self.encode not in TRANSLATION_ENCODINGS:
+            raise TenshotError(f"encode must be one of {', '.join(TRANSLATION_ENCODINGS)}, got {self.encode!r}")
         if self.output not in TRANSLATION_OUTPUTS:
             raise TenshotError(f"output must be one of {', '.join(TRANSLATION_OUTPUTS)}, got {self.output!r}")
         if self.sampler not in TRANSLATION_SAMPLERS:

@@ -114,15 +114,15 @@ def generate(method, n: int, *, steps: int = 25, sampler: str = "ddim", eta: flo
     return _in_batches(n, batch_size or default_sample_batch(device, method.model), seed, start, "sample", progress, draw)
 
 
-def translate_images(method, images: np.ndarray, settings, *, seed: int = 0, batch_size: int = 16, progress: bool = False) -> np.ndarray:
-    """Source-domain uint8 ``images`` translated by ``method.translate`` with ``settings``, ``batch_size`` at a
-    time; image k uses seed ``(seed, k)`` whatever ``batch_size``."""
+def translate_images(method, images: np.ndarray, settings, *, encoder=None, seed: int = 0, batch_size: int = 16, progress: bool = False) -> np.ndarray:
+    """Source-domain uint8 ``images`` translated by ``method.translate`` with ``settings`` (``encoder``: the source
+    model's denoiser), ``batch_size`` at a time; image k uses seed ``(seed, k)`` whatever ``batch_size``."""
     from .data.images import to_tensor
 
     device = next(method.model.unet.parameters()).device
 
     def draw(first: int, generators) -> torch.Tensor:
-        return method.translate(to_tensor(images[first : first + len(generators)]).to(device), settings, generators)
+        return method.translate(to_tensor(images[first : first + len(generators)]).to(device), settings, generators, encoder)
 
     return _in_batches(len(images), batch_size, seed, 0, "translate", progress, draw)
 

@@ -189,11 +189,11 @@ class Method(torch.nn.Module):
         return self.model.denoiser()
 
     @torch.no_grad()
-    def translate(self, images: torch.Tensor, settings, generators=None) -> torch.Tensor:
+    def translate(self, images: torch.Tensor, settings, generators=None, encoder=None) -> torch.Tensor:
         """Images of the source domain in [-1, 1] ``(B, 3, H, W)`` -> the same images in the adapted domain:
-        partial noising and denoising with iterative cross-domain structure guidance
-        (:func:`tenshot.methods.translation.structure_guided_translation`, Phasic Sec. 3.4) through
+        encoding (``encoder``: the source model's denoiser) and denoising with iterative cross-domain structure
+        guidance (:func:`tenshot.methods.translation.structure_guided_translation`, Phasic Sec. 3.4) through
         :meth:`translation_denoiser`; ``settings`` is a :class:`~tenshot.methods.translation.TranslationSettings`."""
         from .translation import structure_guided_translation
 
-        return structure_guided_translation(self.translation_denoiser(images, generators), images, settings, generators)
+        return structure_guided_translation(self.translation_denoiser(images, generators), images, settings, generators, encoder)

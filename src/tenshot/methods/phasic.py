@@ -92,7 +92,8 @@ beside them.
 
 **Generation.** ``tenshot translate`` runs :func:`tenshot.methods.translation.structure_guided_translation`
 (ICSG, Sec. 3.4) through the fused UNet conditioned on each input image from T_s up and the plain UNet below it
-(:class:`FusedDenoiser`); ``tenshot sample`` (noise to image)
+(:class:`FusedDenoiser`), from the source model's DDIM encoding of each input by default (DDIB; the paper's
+fresh noise is ``--encode noise``: that module's docstring); ``tenshot sample`` (noise to image)
 is the plain adapted UNet, without condition, which the shots' diffusion term trains at every time it samples.
 
 The EMA covers the UNet and the fusion: the run's ``model/`` holds the UNet, ``method.safetensors`` the fusion.
