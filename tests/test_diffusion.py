@@ -7,9 +7,9 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
+from conftest import ConstantNoiseDenoiser
 from tenshot.diffusion import ddim_invert, ddim_sample, ddpm_sample, dpm_solver_sample, partial_noise, sample_seed
 from tenshot.diffusion.schedule import NoiseSchedule, default_scheduler_config
-from conftest import ConstantNoiseDenoiser
 from tenshot.errors import TenshotError
 
 BETA_CONFIGS = {

@@ -310,12 +310,13 @@ def sample(config: SampleConfig, progress: bool = False) -> SampleResult:
     return SampleResult(folder=folder, grid=grid, count=len(images), seconds=seconds)
 
 
-def _run_source(run: str) -> str:
-    """The source model an adapt run was made from (its ``config.yaml``), for ``sample --from-source``."""
-    source = (read_run_config(run, required=True) or {}).get("source")
-    if not source:
+def _run_source(run: str, required: bool = True) -> str | None:
+    """The source model an adapt run was made from (its ``config.yaml``): for ``sample --from-source``, which
+    requires one, and ``translate --encode source`` (None for a model that is not a run)."""
+    source = (read_run_config(run, required=required) or {}).get("source")
+    if not source and required:
         raise TenshotError(f"{run}: --from-source needs a run made by tenshot adapt (its config.yaml names no source model)")
-    return str(source)
+    return str(source) if source else None
 
 
 def _translated_source_samples(method, source: str, config: SampleConfig, device, progress: bool) -> np.ndarray:
@@ -394,11 +395,11 @@ def _source_encoder(run: str, method, device):
     encodes each input (DDIB); a model that is not a run encodes its inputs itself."""
     from .models.unet import load_model
 
-    source = ((read_run_config(run) if Path(run).is_dir() else None) or {}).get("source")
-    if not source:
+    source = _run_source(run, required=False)
+    if source is None:
         return method.model.denoiser()
     try:
-        model = load_model(str(source), device)
+        model = load_model(source, device)
     except (TenshotError, OSError) as error:
         raise TenshotError(f"{run}: --encode source needs the run's source model {source}, which did not load ({str(error).splitlines()[0]}); use --encode noise") from None
     if model.size != method.model.size:
