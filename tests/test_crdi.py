@@ -52,7 +52,7 @@ def test_times_are_the_codes_spaced_indices_as_original_times():
     # t_start = 5 and t_end = 20 of 25 (main.sh) are stored as t = 208 and 832: the window is spaced 5 ... 19
     assert window_indices(208, 832, 25) == list(range(5, 20))
     assert window_indices(208, 624, 25) == list(range(5, 15))  # the yaml's t_end = 15
-    method = _method()
+    method = _method()  # no resolution shift by default
     assert method.grid == CODE_GRID
     # sampling starts at the noisiest window time (spaced 19, t = 791) and runs the grid below it: the code's 20 steps
     assert [paper for paper, _ in method.sampling_times(25)] == CODE_GRID[19::-1]
@@ -103,6 +103,28 @@ def test_times_move_to_another_schedule_by_equal_abar():
     assert [m for _, m in times] == sorted({m for _, m in times}, reverse=True)
 
 
+def test_times_move_from_the_papers_resolution_by_the_snr_shift():
+    """With paper_size 256, a paper time t moves on a SIZE px model to the time whose SNR is (256 / SIZE)^2 times
+    t's; paper_size equal to the model's size is the default, the equal-abar map."""
+    linear = NoiseSchedule(default_scheduler_config("epsilon"))
+    method = _method(paper_size=256)
+    factor = (256 / SIZE) ** 2
+    assert _method(paper_size=SIZE).sampling_times(25) == _method().sampling_times(25)
+
+    def snr(schedule, t):
+        abar = float(schedule.abar(t))
+        return abar / (1 - abar)
+
+    for paper, model in method.sampling_times(25)[:-1]:  # the last, t = 0, stays 0
+        assert model < paper
+        assert snr(linear, model + 1) <= factor * snr(linear, paper) <= snr(linear, model - 1)
+    assert [m for _, m in method.sampling_times(25)] == sorted({m for _, m in method.sampling_times(25)}, reverse=True)
+    # the schedule helper: factor 1 is the equal-abar map; a factor moves to the time of that SNR
+    assert linear.map_time(791, linear) == linear.map_time(791, linear, 1.0) == 791
+    assert linear.map_time(-1, linear, 64.0) == -1
+    assert abs(snr(linear, linear.map_time(791, linear, 64.0)) / snr(linear, 791) - 64) < 64 * 0.02
+
+
 def test_options_are_checked():
     for bad, message in [
         ({"segments": 16}, "segments must be between 1 and the 15"),
@@ -113,6 +135,7 @@ def test_options_are_checked():
         ({"anneal_scale": -1}, "anneal_scale"),
         ({"reassign": "yes"}, "reassign"),
         ({"grid_steps": 1}, "grid_steps"),
+        ({"paper_size": -1}, "paper_size"),
     ]:
         with pytest.raises(TenshotError, match=message):
             build_method("crdi", new_model("tiny", SIZE), bad)

@@ -132,14 +132,21 @@ class NoiseSchedule:
         """The time of this schedule whose ``abar`` is nearest to ``abar`` (map a time across schedules by equal SNR)."""
         return int(torch.argmin((self.alphas_cumprod - abar).abs()))
 
-    def map_time(self, t: int, other: NoiseSchedule) -> int:
-        """A time ``t`` of ``other``'s schedule moved to this one by equal ``abar`` (METHODS.md rule 2).
+    def map_time(self, t: int, other: NoiseSchedule, snr_factor: float = 1.0) -> int:
+        """A time ``t`` of ``other``'s schedule moved to this one by equal ``abar`` (METHODS.md rule 2), or, with
+        ``snr_factor`` s, to the time whose SNR is s times ``other``'s at ``t``: the resolution shift of Hoogeboom
+        et al. (2023, simple diffusion: log SNR shifted by 2 log(d / d')), where a time of a model at ``d`` px moves to one at ``d'`` px with
+        s = (d / d')^2, the SNR at which the ``d``-px image average-pooled to ``d'`` px carries its noise.
 
         ``t = -1``, the clean image (``abar = 1``) in the samplers' convention, stays ``-1``.
         """
         if t < 0:
             return -1
-        return self.time_at_abar(float(other.abar(t)))
+        abar = float(other.abar(t))
+        if snr_factor != 1.0:
+            snr = snr_factor * abar / (1.0 - abar)
+            abar = snr / (1.0 + snr)
+        return self.time_at_abar(abar)
 
 
 def cosine_schedule(prediction_type: str = "epsilon") -> NoiseSchedule:

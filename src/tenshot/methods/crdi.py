@@ -9,7 +9,15 @@ grid of ``grid_steps`` = 25 times ``round(i * 999 / 24)`` (``timestep_respacing 
 (METHODS.md rule 2): the code's t_start = 5 is t = 208 and its t_end = 20 is t = 832, so the guided window is
 the grid times ``t_start <= t < t_end``, 208 ... 791 (15 steps). Every time is moved to the checkpoint's
 schedule by equal abar (:meth:`NoiseSchedule.map_time`; the identity on a linear T = 1000 checkpoint such as
-``noto-32``).
+``noto-32``), or, with ``paper_size`` (0: off), by the resolution shift: the code's times belong to 256 px images,
+and ``paper_size`` = 256 moves a time t to the checkpoint time whose SNR is (256 / size)^2 times the linear
+schedule's at t (``snr_factor`` of ``map_time``; Hoogeboom et al. 2023, simple diffusion), the noise level at
+which a size-px image keeps what a 256 px image keeps at t once average-pooled to size px. At equal abar, t = 791
+keeps sqrt(abar) = 0.04 of the shot at any size: pooled over a 256 px image that still carries its layout (SNR
+0.11 at 32 px scale), so the code's samples start from their shot's composition, while a 32 px shot keeps none
+of it (SNR 0.002) and the sample is the frozen source's own, pushed by SGEs of several shots. At 32 px,
+``paper_size`` 256 makes the window 208 ... 791 into 25 ... 474 on ``noto-32``, and 128 (a factor 16) into
+54 ... 595.
 
 Rigidity (the paper's eta, here ``segments``): the window's grid times are split into ``segments`` contiguous
 blocks of nearly equal length, the longer ones at the low-noise end (the code's ``split_list``); segment 0 is
@@ -74,7 +82,7 @@ batch size.
 Defaults: main.sh's, the setting of the published numbers (``logs/evaluate.log``): ``segments`` 15, window
 t 208 ... 791, ``random_noise`` on, ``anneal_scale`` 0.05, ``reassign`` on, ``guidance_scale`` 2,
 ``penalty_weight`` 1, ``init`` normal (the code's ``randn``, drawn from torch's generator, which ``api.adapt``
-seeds with ``--seed``). Training settings (``config.METHOD_TRAIN_DEFAULTS["crdi"]``, used where the flag is not
+seeds with ``--seed``), ``paper_size`` 0 (equal abar). Training settings (``config.METHOD_TRAIN_DEFAULTS["crdi"]``, used where the flag is not
 given): Adam lr 0.05 (the code's), batch 10 (the code's batch of all ten shots), no gradient clipping (the code
 has none), and 1,500 steps, 100 per segment: main.sh's 120 epochs are ``--steps 1800``, which the 10-minute
 budget of METHODS.md rule 3 leaves too little margin for (a step is one no-grad UNet pass over the shots;
@@ -90,7 +98,10 @@ targets). Reassignment off pulls each sample towards its start shot: better on a
 sub-population targets, worse on fid-el0 and swd on emojione, and on the targets measured since the near-copy
 share exists 8 to 24% of its samples are near-copies of a shot against at most 2% with reassignment. It stays an
 option (``--option reassign=false``) for a sub-population target where closeness to the shots matters more than
-novelty. ``init=zeros`` converges faster in its first steps and scores the same. On a pure style shift CRDI
+novelty. ``init=zeros`` converges faster in its first steps and scores the same. ``paper_size`` 128 or 256 moves
+CRDI's samples much closer to a sub-population target on fid-el0 and kid-el0, but at 32 px it copies flags
+(256: most samples are near-copies) and costs swd on the flags, so by the same rule it is an option, not the
+default. On a pure style shift CRDI
 keeps the frozen network's rendering (it cannot change the UNet): the samples take the shots' content and
 colours, not their style (``bench/results/quality.md``).
 
@@ -130,7 +141,8 @@ class CRDIOptions:
     ``classifier_scale``. ``penalty_weight``: weight of the distance to the mean SGE. ``random_noise``: fresh
     noise per step (else the fixed seed-0 noise of each shot). ``anneal_scale``: the annealed perturbation at
     sampling (0: off). ``reassign``: a random shot's SGE at every sampling step (else the start shot's).
-    ``init``: normal or zeros.
+    ``init``: normal or zeros. ``paper_size``: the image size the times belong to, for the resolution shift
+    (0: none, equal abar).
     """
 
     method: ClassVar[str] = "crdi"
@@ -145,9 +157,10 @@ class CRDIOptions:
     anneal_scale: float = 0.05
     reassign: bool = True
     init: str = "normal"
+    paper_size: int = 0
 
     def __post_init__(self):
-        check_integers(self, 0, "segments", "t_start", "t_end")
+        check_integers(self, 0, "segments", "t_start", "t_end", "paper_size")
         check_integers(self, 2, "grid_steps", maximum=LINEAR_TIMESTEPS)
         check_numbers(self, "guidance_scale", "penalty_weight", "anneal_scale")
         check_flags(self, "random_noise", "reassign")
@@ -271,7 +284,8 @@ class CRDI(Method):
     def checkpoint_time(self, linear_time: int) -> int:
         """A time of the linear T = 1000 schedule on the checkpoint's schedule, by equal abar (-1: clean)."""
         if linear_time not in self._checkpoint_times:
-            self._checkpoint_times[linear_time] = self.model.schedule.map_time(linear_time, self._linear_schedule)
+            shift = (self.options.paper_size / self.model.size) ** 2 if self.options.paper_size else 1.0
+            self._checkpoint_times[linear_time] = self.model.schedule.map_time(linear_time, self._linear_schedule, shift)
         return self._checkpoint_times[linear_time]
 
     def training_segment(self, step: int) -> int:
