@@ -99,9 +99,9 @@ sub-population targets, worse on fid-el0 and swd on emojione, and on the targets
 share exists 8 to 24% of its samples are near-copies of a shot against at most 2% with reassignment. It stays an
 option (``--option reassign=false``) for a sub-population target where closeness to the shots matters more than
 novelty. ``init=zeros`` converges faster in its first steps and scores the same. ``paper_size`` 128 or 256 moves
-CRDI's samples much closer to a sub-population target on fid-el0 and kid-el0, but at 32 px it copies flags
-(256: most samples are near-copies) and costs swd on the flags, so by the same rule it is an option, not the
-default. On a pure style shift CRDI
+CRDI's samples much closer to a sub-population target on fid-el0 and kid-el0. It stays an option: the full shift
+from the code's 256 px, the setting the resolution rule gives, makes most samples near-copies of a flag at 32 px
+and costs swd there, and a partial shift (128) would be a value chosen on the targets, not by a rule. On a pure style shift CRDI
 keeps the frozen network's rendering (it cannot change the UNet): the samples take the shots' content and
 colours, not their style (``bench/results/quality.md``).
 
