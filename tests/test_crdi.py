@@ -105,7 +105,7 @@ def test_times_move_to_another_schedule_by_equal_abar():
 
 def test_times_move_from_the_papers_resolution_by_the_snr_shift():
     """With paper_size 256, a paper time t moves on a SIZE px model to the time whose SNR is (256 / SIZE)^2 times
-    t's; paper_size equal to the model's size is the default, the equal-abar map."""
+    t's; paper_size 0 (the default) and the model's own size are both the equal-abar map."""
     linear = NoiseSchedule(default_scheduler_config("epsilon"))
     method = _method(paper_size=256)
     factor = (256 / SIZE) ** 2

@@ -135,8 +135,9 @@ class NoiseSchedule:
     def map_time(self, t: int, other: NoiseSchedule, snr_factor: float = 1.0) -> int:
         """A time ``t`` of ``other``'s schedule moved to this one by equal ``abar`` (METHODS.md rule 2), or, with
         ``snr_factor`` s, to the time whose SNR is s times ``other``'s at ``t``: the resolution shift of Hoogeboom
-        et al. (2023, simple diffusion: log SNR shifted by 2 log(d / d')), where a time of a model at ``d`` px moves to one at ``d'`` px with
-        s = (d / d')^2, the SNR at which the ``d``-px image average-pooled to ``d'`` px carries its noise.
+        et al. (2023, simple diffusion: log SNR shifted by 2 log(d / d')), where a time of a model at d px moves
+        to one at d' px with s = (d / d')^2, the SNR at which the d px image average-pooled to d' px carries its
+        noise.
 
         ``t = -1``, the clean image (``abar = 1``) in the samplers' convention, stays ``-1``.
         """

@@ -82,9 +82,9 @@ batch size.
 Defaults: main.sh's, the setting of the published numbers (``logs/evaluate.log``): ``segments`` 15, window
 t 208 ... 791, ``random_noise`` on, ``anneal_scale`` 0.05, ``reassign`` on, ``guidance_scale`` 2,
 ``penalty_weight`` 1, ``init`` normal (the code's ``randn``, drawn from torch's generator, which ``api.adapt``
-seeds with ``--seed``), ``paper_size`` 0 (equal abar). Training settings (``config.METHOD_TRAIN_DEFAULTS["crdi"]``, used where the flag is not
-given): Adam lr 0.05 (the code's), batch 10 (the code's batch of all ten shots), no gradient clipping (the code
-has none), and 1,500 steps, 100 per segment: main.sh's 120 epochs are ``--steps 1800``, which the 10-minute
+seeds with ``--seed``), ``paper_size`` 0 (equal abar). Training settings (``config.METHOD_TRAIN_DEFAULTS["crdi"]``,
+used where the flag is not given): Adam lr 0.05 (the code's), batch 10 (the code's batch of all ten shots), no
+gradient clipping (the code has none), and 1,500 steps, 100 per segment: main.sh's 120 epochs are ``--steps 1800``, which the 10-minute
 budget of METHODS.md rule 3 leaves too little margin for (a step is one no-grad UNet pass over the shots;
 ``bench/results/speed.md`` has its time). The alternative the author advised in issue #5 (the configuration
 files) is ``--option segments=1 --option t_end=624 --option random_noise=false --option anneal_scale=0.2
@@ -102,9 +102,8 @@ novelty. ``init=zeros`` converges faster in its first steps and scores the same.
 CRDI's samples much closer to a sub-population target on fid-el0 and kid-el0. It stays an option: the full shift
 from the code's 256 px, the setting the resolution rule gives, makes most samples near-copies of a flag at 32 px
 and costs swd there; a partial shift (128) would be a value chosen on the targets, not by a rule, and it is
-worse on all three on openmoji. On a pure style shift CRDI
-keeps the frozen network's rendering (it cannot change the UNet): the samples take the shots' content and
-colours, not their style (``bench/results/quality.md``).
+worse on all three on openmoji. On a pure style shift CRDI keeps the frozen network's rendering (it cannot change
+the UNet): the samples take the shots' content and colours, not their style (``bench/results/quality.md``).
 
 EMA and what a run saves: the UNet is frozen, so it stays the averaged module and the run's ``model/`` is the
 source UNet unchanged (the EMA of a constant is that constant); the embeddings are saved unaveraged, as the
@@ -283,7 +282,8 @@ class CRDI(Method):
     # --- times ---------------------------------------------------------------------------------------------
 
     def checkpoint_time(self, linear_time: int) -> int:
-        """A time of the linear T = 1000 schedule on the checkpoint's schedule, by equal abar (-1: clean)."""
+        """A time of the linear T = 1000 schedule on the checkpoint's schedule, by equal abar or, with ``paper_size``,
+        by the resolution shift (module docstring; -1: clean)."""
         if linear_time not in self._checkpoint_times:
             shift = (self.options.paper_size / self.model.size) ** 2 if self.options.paper_size else 1.0
             self._checkpoint_times[linear_time] = self.model.schedule.map_time(linear_time, self._linear_schedule, shift)
