@@ -21,6 +21,8 @@
 #              it leaves GDD_RESERVE seconds (default 0) to the stages after it
 #   gddteacher the teacher's DDIM 4 and 25 rows of the same table
 #   t2i        bench/text_to_image_gpu.py: text-to-image DomainStudio on a tiny pipeline at 512 px (text-to-image-gpu.md)
+#   precision  bench/quality.py: the default openmoji fine-tune (seed 0, 1,000 samples) trained in fp32 and in bf16,
+#              side by side (gpu-precision-no/bf16.md): is bf16 why the check's run scored fid-el0 92 against the CPU's 74?
 # Everything written comes back in $OUT/results.tgz (paths relative to / for W's files), and the log in $OUT/log.txt.
 # On 2026-12-04 (one H200): set-up 35 s, check 160 s, the samplers' 40 cells about 6 minutes side by side.
 set -u
@@ -44,7 +46,7 @@ START=$(date +%s); DEADLINE=$((START + ${BUDGET:-560}))
 within() { local x=$(( DEADLINE - $(date +%s) - $1 )); [ $x -lt 5 ] && x=5; echo $x; }  # seconds to the deadline less $1
 PY=${PY:-python3}; OUT=${OUT:-/tmp/gpu-out}; W=${W:-/tmp/g}; STAGES=${STAGES:-check speed32 speed64 samplers gdd}
 TEACHER=$W/adapt; [ -d .devdata/teacher/model ] && TEACHER=$PWD/.devdata/teacher
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$W"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TENSHOT_CACHE=${TENSHOT_CACHE:-/tmp/tc}
 pack() { tar czf "$OUT/results.tgz" bench/results/gpu-* bench/results/speed-gpu* bench/results/distillation-openmoji-gpu* bench/results/text-to-image-gpu* \
            $(find "$W" -name cell.json -o -name '*.trained.json' -o -name trainer.json -o -name '*.log' -o -name log.jsonl -o -name metrics.json 2>/dev/null) 2>/dev/null; }
@@ -56,10 +58,12 @@ if [ -z "${DRY:-}" ]; then
   printf '#!%s\nfrom tenshot.cli import main\nmain()\n' "$EXE" > "$(dirname "$EXE")/tenshot" && chmod +x "$(dirname "$EXE")/tenshot"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   CHECK=(); SPEED=(${SPEED_FLAGS:-}); SAMPLERS=(); GDD=(--batch-size 64); GDD_STEPS=1000; GDD_EVERY=250; GDD_TEACHER=(); T2I=()
+  PRECISION=(); PRECISION_STEPS=()
 else
   CHECK=(--device cpu --share 0.02); SPEED=(--methods finetune --samplers ddim --steps 2 --warmup 1 --sample-steps 2 --sample-batch 2 --repeats 1)
   SAMPLERS=(--n 8 --steps 2,5); GDD=(--batch-size 4 --n 8 --teacher-samples 8); GDD_STEPS=4; GDD_EVERY=2; GDD_TEACHER=(--n 8)
   T2I=(--device cpu --pixels 64 --steps 2 --class-images 4 --name text-to-image-gpu-dry)
+  PRECISION=(--n 8); PRECISION_STEPS=(--steps 2)
 fi
 $PY -c "import torch, diffusers, peft; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'peft', peft.__version__, 'cuda', torch.cuda.is_available())" || exit 1
 for style_size in "noto 32" "openmoji 32" "noto 64" "openmoji 64"; do
@@ -88,6 +92,13 @@ for stage in $STAGES; do
     gddteacher) timeout "$(within 5)" $PY bench/distillation.py --teacher "$TEACHER" --target openmoji --teacher-steps 4,25 "${GDD_TEACHER[@]}" \
                   --work "$W/bench" --name distillation-openmoji-gpu ;;
     t2i) timeout "$(within 10)" $PY bench/text_to_image_gpu.py "${T2I[@]}" ;;
+    precision)
+      for precision in no bf16; do
+        timeout "$(within 10)" $PY bench/quality.py --targets openmoji --methods finetune --anchors "" --seeds 0 --jobs 1 \
+          "${PRECISION[@]}" --adapt-flags "--mixed-precision $precision ${PRECISION_STEPS[*]}" --work "$W/precision-$precision" \
+          --name "gpu-precision-$precision" > "$W/precision-$precision.log" 2>&1 &
+      done
+      wait ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
   echo "== $stage rc $? after $(( $(date +%s) - START )) s"; pack
