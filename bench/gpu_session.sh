@@ -21,6 +21,8 @@
 #              it leaves GDD_RESERVE seconds (default 0) to the stages after it
 #   gddteacher the teacher's DDIM 4 and 25 rows of the same table
 #   t2i        bench/text_to_image_gpu.py: text-to-image DomainStudio on a tiny pipeline at 512 px (text-to-image-gpu.md)
+#   parity     bench/device_parity.py: does the device render EmojiShift and sample noto-32 as the CPU here does
+#              (gpu-parity.json against device-parity-cpu.json)? The samplers table's noto-32 scored 4x the CPU's kid-el0
 #   precision  bench/quality.py: the default openmoji fine-tune (seed 0, 1,000 samples) trained in fp32 and in bf16,
 #              side by side (gpu-precision-no/bf16.md): is bf16 why the check's run scored fid-el0 92 against the CPU's 74?
 # Everything written comes back in $OUT/results.tgz (paths relative to / for W's files), and the log in $OUT/log.txt.
@@ -58,12 +60,12 @@ if [ -z "${DRY:-}" ]; then
   printf '#!%s\nfrom tenshot.cli import main\nmain()\n' "$EXE" > "$(dirname "$EXE")/tenshot" && chmod +x "$(dirname "$EXE")/tenshot"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   CHECK=(); SPEED=(${SPEED_FLAGS:-}); SAMPLERS=(); GDD=(--batch-size 64); GDD_STEPS=1000; GDD_EVERY=250; GDD_TEACHER=(); T2I=()
-  PRECISION=(); PRECISION_STEPS=()
+  PRECISION=(); PRECISION_STEPS=(); PARITY=(--device cuda)
 else
   CHECK=(--device cpu --share 0.02); SPEED=(--methods finetune --samplers ddim --steps 2 --warmup 1 --sample-steps 2 --sample-batch 2 --repeats 1)
   SAMPLERS=(--n 8 --steps 2,5); GDD=(--batch-size 4 --n 8 --teacher-samples 8); GDD_STEPS=4; GDD_EVERY=2; GDD_TEACHER=(--n 8)
   T2I=(--device cpu --pixels 64 --steps 2 --class-images 4 --name text-to-image-gpu-dry)
-  PRECISION=(--n 8); PRECISION_STEPS=(--steps 2)
+  PRECISION=(--n 8); PRECISION_STEPS=(--steps 2); PARITY=(--device cpu --n 2)
 fi
 $PY -c "import torch, diffusers, peft; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'peft', peft.__version__, 'cuda', torch.cuda.is_available())" || exit 1
 for style_size in "noto 32" "openmoji 32" "noto 64" "openmoji 64"; do
@@ -92,6 +94,8 @@ for stage in $STAGES; do
     gddteacher) timeout "$(within 5)" $PY bench/distillation.py --teacher "$TEACHER" --target openmoji --teacher-steps 4,25 "${GDD_TEACHER[@]}" \
                   --work "$W/bench" --name distillation-openmoji-gpu ;;
     t2i) timeout "$(within 10)" $PY bench/text_to_image_gpu.py "${T2I[@]}" ;;
+    parity) timeout "$(within 10)" $PY bench/device_parity.py "${PARITY[@]}" --expect bench/results/device-parity-cpu.json \
+              --out bench/results/gpu-parity.json ;;
     precision)
       for precision in no bf16; do
         timeout "$(within 10)" $PY bench/quality.py --targets openmoji --methods finetune --anchors "" --seeds 0 --jobs 1 \
