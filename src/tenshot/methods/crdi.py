@@ -102,7 +102,7 @@ novelty. ``init=zeros`` converges faster in its first steps and scores the same.
 CRDI's samples much closer to a sub-population target on fid-el0 and kid-el0. It stays an option: the full shift
 from the code's 256 px, the setting the resolution rule gives, makes most samples near-copies of a flag at 32 px
 and costs swd there; a partial shift (128) would be a value chosen on the targets, not by a rule, and it is
-worse on all three on openmoji. On a pure style shift CRDI keeps the frozen network's rendering (it cannot change
+worse on all three on openmoji (bench/README, "Sub-population targets" and "Option studies"). On a pure style shift CRDI keeps the frozen network's rendering (it cannot change
 the UNet): the samples take the shots' content and colours, not their style (``bench/results/quality.md``).
 
 EMA and what a run saves: the UNet is frozen, so it stays the averaged module and the run's ``model/`` is the
