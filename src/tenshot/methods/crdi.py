@@ -79,31 +79,31 @@ Below ``t_start`` the steps are the plain clipped DDIM steps. Every draw of samp
 perturbations, DDIM noise) comes from ``generators[b]`` in a fixed order, so sample k is the same image at any
 batch size.
 
-Defaults: main.sh's, the setting of the published numbers (``logs/evaluate.log``): ``segments`` 15, window
-t 208 ... 791, ``random_noise`` on, ``anneal_scale`` 0.05, ``reassign`` on, ``guidance_scale`` 2,
-``penalty_weight`` 1, ``init`` normal (the code's ``randn``, drawn from torch's generator, which ``api.adapt``
-seeds with ``--seed``), ``paper_size`` 0 (equal abar). Training settings (``config.METHOD_TRAIN_DEFAULTS["crdi"]``,
-used where the flag is not given): Adam lr 0.05 (the code's), batch 10 (the code's batch of all ten shots), no
-gradient clipping (the code has none), and 1,500 steps, 100 per segment: main.sh's 120 epochs are ``--steps 1800``, which the 10-minute
-budget of METHODS.md rule 3 leaves too little margin for (a step is one no-grad UNet pass over the shots;
-``bench/results/speed.md`` has its time). The alternative the author advised in issue #5 (the configuration
-files) is ``--option segments=1 --option t_end=624 --option random_noise=false --option anneal_scale=0.2
---steps 50`` (t_end = 15 of 25; 50 epochs of one segment, each step 8 times of the 10-step window). CRDI
-samples with DDIM only.
+Defaults: main.sh's, the setting of the published numbers (``logs/evaluate.log``): ``segments`` 15, window t 208 ...
+791, ``random_noise`` on, ``anneal_scale`` 0.05, ``reassign`` on, ``guidance_scale`` 2, ``penalty_weight`` 1,
+``init`` normal (the code's ``randn``, drawn from torch's generator, which ``api.adapt`` seeds with ``--seed``),
+``paper_size`` 0 (equal abar). Training settings (``config.METHOD_TRAIN_DEFAULTS["crdi"]``, used where the flag is
+not given): Adam lr 0.05 (the code's), batch 10 (the code's batch of all ten shots), no gradient clipping (the code
+has none), and 1,500 steps, 100 per segment: main.sh's 120 epochs are ``--steps 1800``, which the 10-minute budget of
+METHODS.md rule 3 leaves too little margin for (a step is one no-grad UNet pass over the shots;
+``bench/results/speed.md`` has its time). The alternative the author advised in issue #5 (the configuration files) is
+``--option segments=1 --option t_end=624 --option random_noise=false --option anneal_scale=0.2 --steps 50`` (t_end =
+15 of 25; 50 epochs of one segment, each step 8 times of the 10-step window). CRDI samples with DDIM only.
 
-The rule for the defaults: the published setting (main.sh), unless an alternative of the paper or the code is
-better on the public targets on fid-el0, kid-el0 and swd together. None was (``bench/README.md``, "Option
-studies": the yaml files, ``init=zeros``, and ``reassign`` off on openmoji, emojione and the two sub-population
-targets). Reassignment off pulls each sample towards its start shot: better on all three on openmoji and on the
-sub-population targets, worse on fid-el0 and swd on emojione, and on the targets measured since the near-copy
-share exists 8 to 24% of its samples are near-copies of a shot against at most 2% with reassignment. It stays an
-option (``--option reassign=false``) for a sub-population target where closeness to the shots matters more than
-novelty. ``init=zeros`` converges faster in its first steps and scores the same. ``paper_size`` 128 or 256 moves
-CRDI's samples much closer to a sub-population target on fid-el0 and kid-el0. It stays an option: the full shift
-from the code's 256 px, the setting the resolution rule gives, makes most samples near-copies of a flag at 32 px
-and costs swd there; a partial shift (128) would be a value chosen on the targets, not by a rule, and it is
-worse on all three on openmoji (bench/README, "Sub-population targets" and "Option studies"). On a pure style shift CRDI keeps the frozen network's rendering (it cannot change
-the UNet): the samples take the shots' content and colours, not their style (``bench/results/quality.md``).
+The rule for the defaults: the published setting (main.sh), unless an alternative of the paper or the code is better
+on the public targets on fid-el0, kid-el0 and swd together. None was (``bench/README.md``, "Option studies": the yaml
+files, ``init=zeros``, and ``reassign`` off on openmoji, emojione and the two sub-population targets). Reassignment
+off pulls each sample towards its start shot: better on all three on openmoji and on the sub-population targets,
+worse on fid-el0 and swd on emojione, and on the targets measured since the near-copy share exists 8 to 24% of its
+samples are near-copies of a shot against at most 2% with reassignment. It stays an option (``--option
+reassign=false``) for a sub-population target where closeness to the shots matters more than novelty. ``init=zeros``
+converges faster in its first steps and scores the same. ``paper_size`` 128 or 256 moves CRDI's samples much closer
+to a sub-population target on fid-el0 and kid-el0. It stays an option: the full shift from the code's 256 px, the
+setting the resolution rule gives, makes most samples near-copies of a flag at 32 px and costs swd there; a partial
+shift (128) would be a value chosen on the targets, not by a rule, and it is worse on all three on openmoji
+(bench/README, "Sub-population targets" and "Option studies"). On a pure style shift CRDI keeps the frozen network's
+rendering (it cannot change the UNet): the samples take the shots' content and colours, not their style
+(``bench/results/quality.md``).
 
 EMA and what a run saves: the UNet is frozen, so it stays the averaged module and the run's ``model/`` is the
 source UNet unchanged (the EMA of a constant is that constant); the embeddings are saved unaveraged, as the
