@@ -1,0 +1,141 @@
+"""Where Phasic's DDC target lies against each emoji's true target rendering (METHODS.md 1.4, Eqs. 3-4).
+
+DDC trains the translation x^{A->B} of a source image x^A towards E(x^A) + w, with w = mean_i E(x^B_i) -
+mean_j E(x^A_j) over the shots and the source images the phasic run uses (the 1,000 that ``load_source_images``
+picks for ``noto-32``), E the pooled EL0 embedding at phasic's default feature size. The direction is right for an emoji when its true target rendering sits near E(x^A) + w,
+that is when the target rendering of an emoji is its source rendering moved by one shift common to all emoji.
+
+For the translation table's inputs (``bench/translation.py``'s rule, ``--n`` of them) this scores, per target,
+the mean squared distance from E(truth) to four points: the input E(x^A); the DDC target E(x^A) + w; the shots'
+mean embedding; and the mean embedding of the truths themselves, where an output would land if it kept nothing
+of its input and took the target's average look. Two spaces: the pooled EL0 embedding that DDC uses, and
+the LPIPS-style EL0 vectors of the translation table's "EL0 → truth". It also scores the margin: the mean
+distance from the input to the other emoji's truths, minus the distance to its own. Nothing is trained, so the
+run takes about a minute:
+
+    .venv/bin/python bench/ddc_target.py --n 500
+
+Writes ``bench/results/ddc-target.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality  # noqa: E402  (bench/quality.py: result files)
+import translation  # noqa: E402  (bench/translation.py: the inputs and their truths)
+
+POINTS = (("input", "E(x^A): the input"), ("ddc-target", "E(x^A) + w: the DDC target"),
+          ("shots-mean", "the shots' mean"), ("truths-mean", "the truths' mean"))  # fmt: skip
+SPACES = (("pooled", "pooled EL0 (DDC's space)"), ("lpips", "LPIPS-EL0 (the table's EL0 → truth)"))
+
+
+def embeddings(runner, encoder, images) -> dict[str, torch.Tensor]:
+    """uint8 ``images``: the pooled EL0 embedding as phasic's DDC computes it (``encoder``, at its feature size) and
+    the LPIPS-style EL0 vectors of the metrics (``runner``)."""
+    from tenshot.metrics.diversity import lpips_vectors
+    from tenshot.models.features import preprocess
+
+    pooled, vectors = [], []
+    for start in range(0, len(images), 64):
+        batch = images[start : start + 64]
+        pooled.append(encoder(torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 127.5 - 1.0, style=False)[0])
+        vectors.append(lpips_vectors(runner.net(preprocess(batch), stages=True)[1]))
+    return {"pooled": torch.cat(pooled), "lpips": torch.cat(vectors)}
+
+
+def squared(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over rows of the squared Euclidean distance (``b`` broadcast when it is one point)."""
+    return float((a - b).pow(2).sum(1).mean())
+
+
+def own_margin(inputs: torch.Tensor, truths: torch.Tensor) -> float:
+    """Mean over pairs of (mean squared distance to the other truths) - (squared distance to its own truth)."""
+    distances = torch.cdist(inputs.double(), truths.double()).pow(2)
+    own = distances.diag()
+    others = (distances.sum(1) - own) / (len(own) - 1)
+    return float((others - own).mean())
+
+
+def scores(target: str, n: int, work: Path, networks, source: dict[str, torch.Tensor], cells: bool) -> dict:
+    from tenshot.data.domains import load_domain
+    from tenshot.data.images import load_images
+
+    inputs_folder, truth = translation.prepare_inputs(work, target, n)
+    names = sorted(truth)
+    truths = embeddings(*networks, load_images([truth[name] for name in names], translation.SIZE))
+    inputs = embeddings(*networks, load_images([inputs_folder / name for name in names], translation.SIZE))
+    shots = embeddings(*networks, load_domain(f"emoji:{target}:shots", translation.SIZE))
+    cell = {"target": target, "n": len(names), "translations": {}}
+    for space, _ in SPACES:
+        direction = shots[space].mean(0) - source[space].mean(0)
+        points = {"input": inputs[space], "ddc-target": inputs[space] + direction,
+                  "shots-mean": shots[space].mean(0), "truths-mean": truths[space].mean(0)}  # fmt: skip
+        cell[space] = {key: squared(truths[space], point) for key, point in points.items()}
+        cell[space]["input-margin"] = own_margin(inputs[space], truths[space])
+    if cells:
+        for folder in sorted((work / f"{target}-{len(names)}").glob("*/start-*/seed-*/translated")):
+            if all((folder / name).is_file() for name in names):
+                vectors = embeddings(*networks, load_images([folder / name for name in names], translation.SIZE))["lpips"]
+                label = str(folder.parent.relative_to(work / f"{target}-{len(names)}"))
+                cell["translations"][label] = {"to-truth": squared(truths["lpips"], vectors), "margin": own_margin(vectors, truths["lpips"])}
+    return cell
+
+
+def markdown(results: dict) -> str:
+    settings = results["settings"]
+    lines = [f"Mean squared distance from each emoji's true target rendering to four points, over the translation table's "
+             f"inputs (`bench/ddc_target.py` docstring). w from the shots and the 1,000 source images of a phasic run from "
+             f"noto-32. Margin: the input's mean distance to the other emoji's truths minus to its own. {settings['date']}, "
+             f"`{settings['command']}`.", ""]  # fmt: skip
+    for space, title in SPACES:
+        lines += [f"### {title}", "", "| target | inputs | " + " | ".join(label for _, label in POINTS) + " | margin |",
+                  "|---|---|" + "---|" * (len(POINTS) + 1)]  # fmt: skip
+        for cell in results["cells"]:
+            values = cell[space]
+            digits = 1 if space == "pooled" else 3
+            lines.append(f"| {cell['target']} | {cell['n']} | " + " | ".join(f"{values[key]:.{digits}f}" for key, _ in POINTS)
+                         + f" | {values['input-margin']:.{digits}f} |")  # fmt: skip
+        lines.append("")
+    rows = [(cell, label, values) for cell in results["cells"] for label, values in cell.get("translations", {}).items()]
+    if rows:
+        lines += ["### Translations (LPIPS-EL0; cells of `bench/translation.py` under the work folder)", "",
+                  "| target | cell | EL0 → truth | margin |", "|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {cell['target']} | {label} | {values['to-truth']:.3f} | {values['margin']:.3f} |" for cell, label, values in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--targets", default=",".join(quality.TARGETS), help="Comma list of target styles.")
+    parser.add_argument("--n", type=int, default=500, help="Inputs per target (bench/translation.py's rule).")
+    parser.add_argument("--work", type=Path, default=quality.WORK / "translation", help="Where the inputs are copied (shared with bench/translation.py).")
+    parser.add_argument("--cells", action="store_true", help="Also score every translation folder kept under --work.")
+    args = parser.parse_args()
+    from tenshot.methods.phasic import FeatureEncoder, PhasicOptions
+    from tenshot.metrics.evaluate import EL0Runner
+    from tenshot.models.unet import load_model
+    from tenshot.source_images import load_source_images
+
+    options = PhasicOptions()
+    networks = (EL0Runner(64, False), FeatureEncoder(options.ddc_network, options.style_network, options.feature_size))
+    with torch.no_grad():
+        source = embeddings(*networks, load_source_images(None, "noto-32", load_model("noto-32"), options.source_count))
+        cells = [scores(target, args.n, args.work, networks, source, args.cells) for target in args.targets.split(",")]
+    results = {"settings": {"date": time.strftime("%Y-%m-%d"), "command": shlex.join(["python", "bench/ddc_target.py", *sys.argv[1:]])},
+               "cells": cells}  # fmt: skip
+    quality.write_json(quality.RESULTS / "ddc-target.json", results)
+    (quality.RESULTS / "ddc-target.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
