@@ -474,11 +474,12 @@ def test_adapt_both_stages_translate_and_sample(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["000000.png", "000001.png"]
 
-    # --from-source: the source model's samples translated by the run (translate's defaults), as the two commands give them
+    # --from-source: the source model's samples translated by the run through fresh noise, as the two commands give them
     drawn = ["--n", "3", "--steps", "2", "--seed", "4"]
     for argv in (["sample", str(run), "--from-source", *drawn, "--out", str(tmp_path / "via-source")],
                  ["sample", str(source), *drawn, "--out", str(tmp_path / "drawn")],
-                 ["translate", str(run), "--input", str(tmp_path / "drawn"), "--seed", "4", "--out", str(tmp_path / "translated-drawn")]):
+                 ["translate", str(run), "--input", str(tmp_path / "drawn"), "--seed", "4", "--encode", "noise", "--eta", "1",
+                  "--out", str(tmp_path / "translated-drawn")]):
         result = runner.invoke(main, argv)
         assert result.exit_code == 0, result.output
     for name in ("000000.png", "000001.png", "000002.png"):

@@ -321,11 +321,12 @@ def _run_source(run: str, required: bool = True) -> str | None:
 
 def _translated_source_samples(method, source: str, config: SampleConfig, device, progress: bool) -> np.ndarray:
     """``sample --from-source``: ``config.n`` samples of ``source`` (``config``'s steps, sampler, eta and seed)
-    translated by the run at translate's defaults with the same seed, as ``tenshot sample SOURCE`` then ``tenshot
-    translate RUN`` would: the Phasic paper's protocol, which generates by translating source-domain samples."""
-    from .config import TranslationSettings
+    translated by the run with the same seed through :func:`~tenshot.config.generation_translation`, as ``tenshot
+    sample SOURCE`` then ``tenshot translate RUN --encode noise --eta 1`` would: the Phasic paper's protocol, which
+    generates by translating source-domain samples."""
+    from .config import generation_translation
 
-    settings = TranslationSettings()
+    settings = generation_translation()
     settings.check(method.model.size)
     source_model = load_for_sampling(source, device)
     _refuse_text_to_image(source_model.model, source, "sample --from-source")
@@ -334,8 +335,7 @@ def _translated_source_samples(method, source: str, config: SampleConfig, device
     sampler, steps = sampler_choice(source_model, config.sampler, config.steps, config.eta)
     inputs = generate(source_model, config.n, steps=steps, sampler=sampler, eta=config.eta, seed=config.seed, batch_size=config.batch_size, progress=progress)
     batch_size = config.batch_size or default_sample_batch(device, method.model)
-    encoder = source_model.model.denoiser()
-    return translate_images(method, inputs, settings, encoder=encoder, seed=config.seed, batch_size=batch_size, progress=progress)
+    return translate_images(method, inputs, settings, seed=config.seed, batch_size=batch_size, progress=progress)
 
 
 def report(config: ReportConfig):

@@ -310,8 +310,8 @@ SAMPLE = SampleConfig()
 @DEVICE_OPTION
 @click.option("--prompt", default=None, help="Text-to-image models: the prompt (default: a run's instance prompt).")
 @click.option("--guidance-scale", type=float, default=None, help="Text-to-image models: classifier-free guidance scale (default: the run's, 7.5).")
-@click.option("--from-source", is_flag=True, help="Draw the images from the run's source model and translate them with the run at translate's "
-              "defaults (= sample SOURCE, then translate RUN, same seed): the Phasic paper's way to generate, and phasic's fair generator "
+@click.option("--from-source", is_flag=True, help="Draw the images from the run's source model and translate them with the run through fresh noise, "
+              "the Phasic code's sampler (= sample SOURCE, then translate RUN --encode noise --eta 1, same seed): the Phasic paper's way to generate, and phasic's fair generator "
               "(its own noise-to-image samples lose diversity; README).")
 @click.option("--out", required=True, help="Folder for 000000.png, ...; the grid goes to OUT.png.")
 def sample(model, **values):
