@@ -271,9 +271,9 @@ PAPER_RESOLUTION, PAPER_FILTER_FACTOR = 256, 8
 
 def default_filter_factor(size: int) -> int:
     """N for ``size`` px: the code's 8 at 256 px scaled with resolution, at least 1: 32 px -> 1, 64 px -> 2,
-    128 px -> 4. At 32 px N = 1 was chosen by test over 2, 4, 8 and no guidance: the larger the share of the
-    input the guidance keeps, the nearer the true target renderings, on both public targets
-    (``bench/README.md``, "translation-100-guidance"). With N = 1 each guided step takes the reference whole, so
+    128 px -> 4. At 32 px N = 1 was chosen by test over 2, 4, 8 and no guidance: it keeps the most of the input
+    and lands nearest the true target renderings on both public targets (``bench/README.md``,
+    "translation-100-guidance"). With N = 1 each guided step takes the reference whole, so
     the structure comes from the one-step translated input down to ``guidance_end`` and the model is free below
     it."""
     return max(1, round(PAPER_FILTER_FACTOR * size / PAPER_RESOLUTION))
