@@ -325,8 +325,8 @@ def generation_translation() -> TranslationSettings:
     source sample brought to the start by fresh noise and decoded with eta 1. ``translate`` keeps the source
     model's encoding, which lands nearer each input's own target rendering. A generator has no input whose
     likeness is at stake, only its distribution. Rule: each command defaults to the path that its own measure
-    favours. Measured on both public targets from the same run and source samples: fresh noise gives the better
-    fid-el0, kid-el0 and swd, the encoding the better recall (``bench/README.md``,
+    favours. Measured on both public targets from the same run and source samples at two seeds: fresh noise gives
+    the better fid-el0, kid-el0 and swd, and diversity and recall go either way (``bench/README.md``,
     "phasic-from-source-encoding")."""
     return TranslationSettings(encode="noise", eta=1.0)
 
