@@ -2,8 +2,9 @@
 
 DDC trains the translation x^{A->B} of a source image x^A towards E(x^A) + w, with w = mean_i E(x^B_i) -
 mean_j E(x^A_j) over the shots and the source images the phasic run uses (the 1,000 that ``load_source_images``
-picks for ``noto-32``), E the pooled EL0 embedding at phasic's default feature size. The direction is right for an emoji when its true target rendering sits near E(x^A) + w,
-that is when the target rendering of an emoji is its source rendering moved by one shift common to all emoji.
+picks for ``noto-32``), E the pooled EL0 embedding at phasic's default feature size. The direction is right for
+an emoji when its true target rendering sits near E(x^A) + w, that is when the target rendering of an emoji is its
+source rendering moved by one shift common to all emoji.
 
 For the translation table's inputs (``bench/translation.py``'s rule, ``--n`` of them) this scores, per target,
 the mean squared distance from E(truth) to four points: the input E(x^A); the DDC target E(x^A) + w; the shots'
@@ -40,15 +41,10 @@ SPACES = (("pooled", "pooled EL0 (DDC's space)"), ("lpips", "LPIPS-EL0 (the tabl
 def embeddings(runner, encoder, images) -> dict[str, torch.Tensor]:
     """uint8 ``images``: the pooled EL0 embedding as phasic's DDC computes it (``encoder``, at its feature size) and
     the LPIPS-style EL0 vectors of the metrics (``runner``)."""
-    from tenshot.metrics.diversity import lpips_vectors
-    from tenshot.models.features import preprocess
+    from tenshot.data.images import to_tensor
 
-    pooled, vectors = [], []
-    for start in range(0, len(images), 64):
-        batch = images[start : start + 64]
-        pooled.append(encoder(torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 127.5 - 1.0, style=False)[0])
-        vectors.append(lpips_vectors(runner.net(preprocess(batch), stages=True)[1]))
-    return {"pooled": torch.cat(pooled), "lpips": torch.cat(vectors)}
+    pooled = torch.cat([encoder(to_tensor(images[start : start + 64]), style=False)[0] for start in range(0, len(images), 64)])
+    return {"pooled": pooled, "lpips": runner.vectors(images)}
 
 
 def squared(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -83,7 +79,7 @@ def scores(target: str, n: int, work: Path, networks, source: dict[str, torch.Te
     if cells:
         for folder in sorted((work / f"{target}-{len(names)}").glob("*/start-*/seed-*/translated")):
             if all((folder / name).is_file() for name in names):
-                vectors = embeddings(*networks, load_images([folder / name for name in names], translation.SIZE))["lpips"]
+                vectors = networks[0].vectors(load_images([folder / name for name in names], translation.SIZE))
                 label = str(folder.parent.relative_to(work / f"{target}-{len(names)}"))
                 cell["translations"][label] = {"to-truth": squared(truths["lpips"], vectors), "margin": own_margin(vectors, truths["lpips"])}
     return cell
