@@ -52,14 +52,6 @@ def squared(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).pow(2).sum(1).mean())
 
 
-def own_margin(inputs: torch.Tensor, truths: torch.Tensor) -> float:
-    """Mean over pairs of (mean squared distance to the other truths) - (squared distance to its own truth)."""
-    distances = torch.cdist(inputs.double(), truths.double()).pow(2)
-    own = distances.diag()
-    others = (distances.sum(1) - own) / (len(own) - 1)
-    return float((others - own).mean())
-
-
 def scores(target: str, n: int, work: Path, networks, source: dict[str, torch.Tensor], cells: bool) -> dict:
     from tenshot.data.domains import load_domain
     from tenshot.data.images import load_images
@@ -75,13 +67,13 @@ def scores(target: str, n: int, work: Path, networks, source: dict[str, torch.Te
         points = {"input": inputs[space], "ddc-target": inputs[space] + direction,
                   "shots-mean": shots[space].mean(0), "truths-mean": truths[space].mean(0)}  # fmt: skip
         cell[space] = {key: squared(truths[space], point) for key, point in points.items()}
-        cell[space]["input-margin"] = own_margin(inputs[space], truths[space])
+        cell[space]["input-margin"] = translation.own_margin(inputs[space], truths[space])
     if cells:
         for folder in sorted((work / f"{target}-{len(names)}").glob("*/start-*/seed-*/translated")):
             if all((folder / name).is_file() for name in names):
                 vectors = networks[0].vectors(load_images([folder / name for name in names], translation.SIZE))
                 label = str(folder.parent.relative_to(work / f"{target}-{len(names)}"))
-                cell["translations"][label] = {"to-truth": squared(truths["lpips"], vectors), "margin": own_margin(vectors, truths["lpips"])}
+                cell["translations"][label] = {"to-truth": squared(truths["lpips"], vectors), "margin": translation.own_margin(vectors, truths["lpips"])}
     return cell
 
 

@@ -15,9 +15,11 @@ seed). A bare model given as a run (the source itself, ``source=src/tenshot/asse
 translation: it brings each input to S and back without changing its domain (with ``--encode source`` its own
 DDIM encoding decoded again, with ``--encode noise`` SDEdit's re-drawing), so its distances to the truth are what
 the mechanics alone cost. Paired columns, means over the pairs: the EL0
-distance to the truth and to the input (Phasic trains against EL0, which can flatter it), and the network-free
-``pyramid_l1``, ``ssim`` and pixel RMSE to the truth. A cell is cached under its translate command
-(``quality.cached``): a run trained again in the same folder needs a fresh ``--work``.
+distance to the truth and to the input (Phasic trains against EL0, which can flatter it), the EL0 margin
+(:func:`own_margin`: whether an output nearer its truth is still nearer its own truth than the others'), and the
+network-free ``pyramid_l1``, ``ssim`` and pixel RMSE to the truth. A cell is cached under its translate command
+(``quality.cached``): a run trained again in the same folder needs a fresh ``--work``. A cached cell that lacks a
+paired column (scored before the column existed) is scored again from its kept images, which takes seconds.
 
     .venv/bin/python bench/translation.py --target openmoji phasic=runs/p finetune=runs/f
 
@@ -53,10 +55,11 @@ INPUT = "input"  # the label of the untranslated inputs' row
 PYRAMID_MIN = 8  # pyramid_l1's coarsest level: the last of at least this many px
 SSIM_SIGMA, SSIM_RADIUS, SSIM_K1, SSIM_K2 = 1.5, 5, 0.01, 0.03  # Wang et al. 2004: 11x11 Gaussian window
 GREY = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 luma
-COLUMNS = (("lpips-el0-to-truth", "EL0 → truth ↓", 3, 1), ("pyramid-l1-to-truth", "pyramid L1 → truth ↓", 2, 1),
-           ("ssim-to-truth", "SSIM to truth ↑", 3, 1), ("rmse-to-truth", "RMSE → truth ↓", 1, 1),
+COLUMNS = (("lpips-el0-to-truth", "EL0 → truth ↓", 3, 1), ("lpips-el0-margin", "EL0 margin ↑", 3, 1),
+           ("pyramid-l1-to-truth", "pyramid L1 → truth ↓", 2, 1), ("ssim-to-truth", "SSIM to truth ↑", 3, 1), ("rmse-to-truth", "RMSE → truth ↓", 1, 1),
            ("lpips-el0-to-input", "EL0 → input", 3, 1), ("fid-el0", "fid-el0 ↓", 1, 1), ("kid-el0", "kid-el0 ↓", 3, 1),
            ("swd", "swd ↓", 1, 1), ("translate-cpu-seconds", "translate CPU s", 0, 1))  # column, heading, digits, scale; fmt: skip
+PAIRED = ("lpips-el0-to-truth", "lpips-el0-to-input", "lpips-el0-margin", "pyramid-l1-to-truth", "ssim-to-truth", "rmse-to-truth")
 PLOTTED = ("lpips-el0-to-truth", "pyramid-l1-to-truth", "ssim-to-truth", "lpips-el0-to-input", "fid-el0", "swd")
 
 
@@ -123,6 +126,18 @@ def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return index.mean(axis=(1, 2))
 
 
+def own_margin(outputs, truths) -> float:
+    """Mean over pairs of (mean squared distance to the other truths) - (squared distance to its own truth), rows
+    paired by index: how much an output still says which emoji it is. An output at the truths' mean scores 0 and
+    can still sit nearer its truth than the input does."""
+    import torch
+
+    distances = torch.cdist(outputs.double(), truths.double()).pow(2)
+    own = distances.diag()
+    others = (distances.sum(1) - own) / (len(own) - 1)
+    return float((others - own).mean())
+
+
 def network_free_scores(images: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """The paired columns that need no feature network."""
     return {"pyramid-l1-to-truth": float(pyramid_l1(images, truth).mean()), "ssim-to-truth": float(ssim(images, truth).mean()),
@@ -160,6 +175,7 @@ class Pairs:
         vectors = self.runner.vectors(images)
         return {"lpips-el0-to-truth": float((vectors - self.truth_vectors).pow(2).sum(1).mean()),
                 "lpips-el0-to-input": float((vectors - self.input_vectors).pow(2).sum(1).mean()),
+                "lpips-el0-margin": own_margin(vectors, self.truth_vectors),
                 **network_free_scores(images, self.truth)}  # fmt: skip
 
 
@@ -181,14 +197,21 @@ def evaluated(folder: Path, target: str, cell: Path) -> dict[str, float]:
     return {key: value for key, value in quality.evaluate(folder, target, cell / "metrics.json").items() if key != "settings"}
 
 
+def with_paired_scores(cell: Path, result: dict, pairs: Pairs, images: Path) -> dict:
+    """A cached ``result`` with every paired column, the missing ones scored now from ``images`` (and stored)."""
+    if all(column in result for column in PAIRED):
+        return result
+    return quality.store(cell, {**result, **pairs.scores(images)})
+
+
 def input_cell(work: Path, target: str, inputs: Path, pairs: Pairs) -> dict:
     """The untranslated inputs scored like a translation (cached)."""
     cell = work / f"{target}-{len(pairs.names)}" / INPUT
     command = f"evaluate {inputs} --reference emoji:{target} --shots emoji:{target}"
     result = quality.cached(cell, command)
     if result is None:
-        result = quality.store(cell, {**pairs.scores(inputs), **evaluated(inputs, target, cell), "command": command})
-    return result
+        return quality.store(cell, {**pairs.scores(inputs), **evaluated(inputs, target, cell), "command": command})
+    return with_paired_scores(cell, result, pairs, inputs)
 
 
 def translation_cell(work: Path, target: str, label: str, run: Path, start: int, seed: int, inputs: Path, pairs: Pairs, flags: list[str] = ()) -> dict:
@@ -199,7 +222,7 @@ def translation_cell(work: Path, target: str, label: str, run: Path, start: int,
     command = shlex.join(["tenshot", *argv[1:]])
     result = quality.cached(cell, command)
     if result is not None:
-        return result
+        return with_paired_scores(cell, result, pairs, cell / "translated")
 
     def translate() -> dict:
         shutil.rmtree(cell / "translated", ignore_errors=True)

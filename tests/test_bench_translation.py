@@ -148,6 +148,12 @@ def test_a_cell_translates_scores_and_is_read_back(tmp_path, monkeypatch):
     assert cell["command"].startswith("tenshot translate ")
     again = translation.translation_cell(tmp_path / "work", "openmoji", "phasic", runs["phasic"], 600, 1, inputs, pairs)
     assert again == cell and len(commands) == 2  # read back, not translated again
+    assert cell["lpips-el0-margin"] > 0 and set(translation.PAIRED) == set(pairs.scores(inputs))
+    stored = tmp_path / "work" / "openmoji-4" / "phasic" / "start-600" / "seed-1" / "cell.json"
+    older = {key: value for key, value in cell.items() if key != "lpips-el0-margin"}  # scored before the column existed
+    stored.write_text(json.dumps(older))
+    rescored = translation.translation_cell(tmp_path / "work", "openmoji", "phasic", runs["phasic"], 600, 1, inputs, pairs)
+    assert rescored == cell and json.loads(stored.read_text()) == cell and len(commands) == 2  # scored, not translated
     flagged = translation.translation_cell(tmp_path / "work", "openmoji", "phasic-noise", runs["phasic"], 600, 1, inputs, pairs, ["--encode", "noise"])
     assert commands[-1][-4:-2] == ["--encode", "noise"] and "--encode noise" in flagged["command"] and len(commands) == 3
     row = translation.input_cell(tmp_path / "work", "openmoji", inputs, pairs)
@@ -176,7 +182,7 @@ def results(command: str = "python bench/translation.py --target openmoji") -> d
 
 def test_the_table_averages_the_seeds_and_the_plot_is_drawn(tmp_path, monkeypatch):
     text = translation.markdown(results())
-    assert "| untranslated input | 0 |  | 4.700 | 20.00 | 0.400 | 90.0 | 0.000 | 114.0 | 0.050 | 30.0 |  |" in text
+    assert "| untranslated input | 0 |  | 4.700 |  | 20.00 | 0.400 | 90.0 | 0.000 | 114.0 | 0.050 | 30.0 |  |" in text
     assert "| phasic | 400 | 2 | 4.550 ± 0.071 |" in text and "| 92.0 ± 2.8 |" in text
     assert text.index("| phasic | 600 |") < text.index("| finetune | 600 |")
     assert "phasic: `/runs/phasic` (phasic); finetune: `/runs/finetune` (finetune)" in text
