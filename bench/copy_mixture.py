@@ -9,7 +9,7 @@ p = 1 is the shots repeated (the quality table's ``shots`` anchor, up to how man
 that improves as p grows ranks a model that copies its shots above the same model without the copies: this is
 the measurement behind the README's reading of kid-el0 in the over-training regime (``curves.md``).
 
-    .venv/bin/python bench/copy_mixture.py --samples CELL/samples --target emojione --shares 0,0.2,0.5,0.8,1
+    .venv/bin/python bench/copy_mixture.py --samples CELL/samples --target emojione --name copy-mixture-emojione
 
 Writes ``bench/results/NAME.json`` and ``NAME.md``.
 """
@@ -45,7 +45,7 @@ def mix(samples: list[Path], shots: list[Path], share: float, out: Path) -> int:
 
 def markdown(results: dict) -> str:
     lines = [f"Copies of the shots mixed into `{results['samples']}` ({results['n']} images), scored against "
-             f"emoji:{results['target']}'s reference half, {results['date']}, `{results['command']}`.", "",
+             f"`{quality.target_split(results['target'], 'reference')}`, {results['date']}, `{results['command']}`.", "",
              "| shots' share | images replaced | " + " | ".join(name for name, _ in COLUMNS) + " |",
              "|---|---|" + "---|" * len(COLUMNS)]  # fmt: skip
     for cell in results["cells"]:
@@ -57,16 +57,20 @@ def markdown(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=Path, required=True, help="A sample folder (a benchmark cell's samples).")
-    parser.add_argument("--target", required=True, help="The EmojiShift target the samples are scored against.")
+    parser.add_argument("--target", required=True, help="The target the samples are scored against: an EmojiShift "
+                        "style, or a folder laid out like one (bench/quality.target_split).")
     parser.add_argument("--shares", default="0,0.2,0.5,0.8,1", help="Comma list of the shares replaced by shots.")
     parser.add_argument("--work", type=Path, default=quality.WORK / "copy-mixture")
     parser.add_argument("--name", required=True)
     args = parser.parse_args()
+    shares = [float(value) for value in args.shares.split(",")]
+    if not all(0 <= share <= 1 for share in shares):
+        parser.error(f"--shares must lie in [0, 1], got {args.shares}")
     samples = list_images(args.samples)
     shots = domain_files(quality.target_split(args.target, "shots"), SIZE)
     results = {"samples": str(args.samples), "target": args.target, "n": len(samples), "date": time.strftime("%Y-%m-%d"),
                "command": "python bench/copy_mixture.py " + " ".join(sys.argv[1:]), "cells": []}  # fmt: skip
-    for share in (float(value) for value in args.shares.split(",")):
+    for share in shares:
         folder = args.work / args.name / f"share-{share:g}"
         replaced = mix(samples, shots, share, folder / "samples")
         metrics = quality.evaluate(folder / "samples", args.target, folder / "metrics.json")

@@ -16,7 +16,7 @@ translation: it brings each input to S and back without changing its domain (wit
 DDIM encoding decoded again, with ``--encode noise`` SDEdit's re-drawing), so its distances to the truth are what
 the mechanics alone cost. Paired columns, means over the pairs: the EL0
 distance to the truth and to the input (Phasic trains against EL0, which can flatter it), the EL0 margin
-(:func:`own_margin`: whether an output nearer its truth is still nearer its own truth than the others'), and the
+(:func:`own_margin`: how much nearer each output is to its own truth than to the other inputs' truths), and the
 network-free ``pyramid_l1``, ``ssim`` and pixel RMSE to the truth. A cell is cached under its translate command
 (``quality.cached``): a run trained again in the same folder needs a fresh ``--work``. A cached cell that lacks a
 paired column (scored before the column existed) is scored again from its kept images, which takes seconds.
@@ -128,8 +128,9 @@ def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def own_margin(outputs, truths) -> float:
     """Mean over pairs of (mean squared distance to the other truths) - (squared distance to its own truth), rows
-    paired by index: how much an output still says which emoji it is. An output at the truths' mean scores 0 and
-    can still sit nearer its truth than the input does."""
+    paired by index, at least two: how much nearer each output is to its own truth than to the others' truths.
+    Outputs all at one point (the truths' mean, say) score 0, and can still sit nearer their truths than the
+    inputs do."""
     import torch
 
     distances = torch.cdist(outputs.double(), truths.double()).pow(2)
@@ -198,10 +199,11 @@ def evaluated(folder: Path, target: str, cell: Path) -> dict[str, float]:
 
 
 def with_paired_scores(cell: Path, result: dict, pairs: Pairs, images: Path) -> dict:
-    """A cached ``result`` with every paired column, the missing ones scored now from ``images`` (and stored)."""
+    """A cached ``result`` with every paired column, the missing ones scored now from ``images`` (and stored); the
+    columns it has are kept."""
     if all(column in result for column in PAIRED):
         return result
-    return quality.store(cell, {**result, **pairs.scores(images)})
+    return quality.store(cell, {**pairs.scores(images), **result})
 
 
 def input_cell(work: Path, target: str, inputs: Path, pairs: Pairs) -> dict:

@@ -20,7 +20,7 @@ def write(folder: Path, names: list[str]) -> list[Path]:
 
 
 @pytest.mark.parametrize(("share", "replaced"), [(0.0, 0), (0.6, 3), (0.8, 4), (1.0, 5)])
-def test_the_first_share_of_the_samples_become_the_shots_cycled(tmp_path, share, replaced):
+def test_the_first_share_of_the_samples_becomes_the_shots_cycled(tmp_path, share, replaced):
     samples = write(tmp_path / "samples", [f"s{i}.png" for i in range(5)])
     shots = write(tmp_path / "shots", ["a.png", "b.png"])
     out = tmp_path / "mix"
@@ -37,3 +37,11 @@ def test_a_second_mix_in_the_same_folder_keeps_nothing_of_the_first(tmp_path):
     copy_mixture.mix(samples, shots, 1.0, out)
     copy_mixture.mix(samples[:2], shots, 0.0, out)
     assert [path.read_bytes().decode() for path in sorted(out.iterdir())] == ["s0", "s1"]
+
+
+def test_the_table_names_the_reference_it_was_scored_against():
+    results = {"samples": "S", "target": "/data/mine", "n": 4, "date": "2026-12-05", "command": "c",
+               "cells": [{"share": 0.5, "replaced": 2, "fid-el0": 1.0, "kid-el0": 0.01, "intra-lpips-el0": 2.0, "near-copy-share": 0.5, "swd": 3.0}]}
+    text = copy_mixture.markdown(results)
+    assert "`/data/mine/reference`" in text and "| 0.5 | 2 | 1.0 | 0.010 | 2.00 | 0.500 | 3.0 |" in text
+    assert "`emoji:openmoji:reference`" in copy_mixture.markdown({**results, "target": "openmoji"})

@@ -213,3 +213,15 @@ def test_a_publication_keeps_the_earlier_cells_it_does_not_redo(tmp_path, monkey
     other["settings"]["n"] = 100
     with pytest.raises(SystemExit, match="another --name"):
         translation.publish(other, "parts")
+
+
+def test_the_margin_is_the_distance_to_the_others_when_each_input_is_its_truth():
+    truths = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    # each point's squared distances to the other two: (1, 4), (1, 5), (4, 5) -> means 2.5, 3, 4.5
+    assert translation.own_margin(truths, truths) == pytest.approx((2.5 + 3.0 + 4.5) / 3)
+
+
+def test_an_input_that_forgot_its_pairing_has_no_margin():
+    truths = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    centre = truths.mean(0, keepdim=True).expand(3, -1)
+    assert translation.own_margin(centre, truths) == pytest.approx(0.0, abs=1e-9)

@@ -46,7 +46,7 @@ others and the only diversity above fine-tuning (``bench/results/ds-preset-*.md`
 studies"). No preset reaches fine-tuning's fid-el0 at that budget; DomainStudio's regime is longer training
 (``bench/results/curves.md``). The terms one at a time (``bench/results/ds-ablation-*.md``; bench/README, "What each
 DomainStudio term does"): the pairwise terms both keep the samples from copying the shots and cost fid-el0 and
-kid-el0, and removing the hf-MSE helps one public target and hurts the other, so its weight stays the paper's.
+kid-el0, and removing the hf-MSE is not better on both public targets, so its weight stays the paper's.
 
 The frozen source copy has ``requires_grad`` off, runs under ``torch.no_grad`` and in eval mode, and is
 therefore outside :meth:`trainable_parameters`, the EMA (:meth:`averaged_module` is the adapted UNet) and the
