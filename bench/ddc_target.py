@@ -10,9 +10,9 @@ For the translation table's inputs (``bench/translation.py``'s rule, ``--n`` of 
 the mean squared distance from E(truth) to four points: the input E(x^A); the DDC target E(x^A) + w; the shots'
 mean embedding; and the mean embedding of the truths themselves, where an output would land if it kept nothing
 of its input and took the target's average look. Two spaces: the pooled EL0 embedding that DDC uses, and
-the LPIPS-style EL0 vectors of the translation table's "EL0 → truth". It also scores the margin: the mean
-distance from the input to the other emoji's truths, minus the distance to its own. Nothing is trained, so the
-run takes about a minute:
+the LPIPS-style EL0 vectors of the translation table's "EL0 → truth". It also scores the inputs' margin
+(``translation.own_margin``: the mean distance to the other emoji's truths, minus the distance to its own; the
+translation tables score the same for each translation). Nothing is trained, so the run takes about a minute:
 
     .venv/bin/python bench/ddc_target.py --n 500
 
@@ -47,12 +47,7 @@ def embeddings(runner, encoder, images) -> dict[str, torch.Tensor]:
     return {"pooled": pooled, "lpips": runner.vectors(images)}
 
 
-def squared(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over rows of the squared Euclidean distance (``b`` broadcast when it is one point)."""
-    return float((a - b).pow(2).sum(1).mean())
-
-
-def scores(target: str, n: int, work: Path, networks, source: dict[str, torch.Tensor], cells: bool) -> dict:
+def scores(target: str, n: int, work: Path, networks, source: dict[str, torch.Tensor]) -> dict:
     from tenshot.data.domains import load_domain
     from tenshot.data.images import load_images
 
@@ -61,19 +56,13 @@ def scores(target: str, n: int, work: Path, networks, source: dict[str, torch.Te
     truths = embeddings(*networks, load_images([truth[name] for name in names], translation.SIZE))
     inputs = embeddings(*networks, load_images([inputs_folder / name for name in names], translation.SIZE))
     shots = embeddings(*networks, load_domain(f"emoji:{target}:shots", translation.SIZE))
-    cell = {"target": target, "n": len(names), "translations": {}}
+    cell = {"target": target, "n": len(names)}
     for space, _ in SPACES:
         direction = shots[space].mean(0) - source[space].mean(0)
         points = {"input": inputs[space], "ddc-target": inputs[space] + direction,
                   "shots-mean": shots[space].mean(0), "truths-mean": truths[space].mean(0)}  # fmt: skip
-        cell[space] = {key: squared(truths[space], point) for key, point in points.items()}
+        cell[space] = {key: translation.mean_squared_distance(truths[space], point) for key, point in points.items()}
         cell[space]["input-margin"] = translation.own_margin(inputs[space], truths[space])
-    if cells:
-        for folder in sorted((work / f"{target}-{len(names)}").glob("*/start-*/seed-*/translated")):
-            if all((folder / name).is_file() for name in names):
-                vectors = networks[0].vectors(load_images([folder / name for name in names], translation.SIZE))
-                label = str(folder.parent.relative_to(work / f"{target}-{len(names)}"))
-                cell["translations"][label] = {"to-truth": squared(truths["lpips"], vectors), "margin": translation.own_margin(vectors, truths["lpips"])}
     return cell
 
 
@@ -92,12 +81,6 @@ def markdown(results: dict) -> str:
             lines.append(f"| {cell['target']} | {cell['n']} | " + " | ".join(f"{values[key]:.{digits}f}" for key, _ in POINTS)
                          + f" | {values['input-margin']:.{digits}f} |")  # fmt: skip
         lines.append("")
-    rows = [(cell, label, values) for cell in results["cells"] for label, values in cell.get("translations", {}).items()]
-    if rows:
-        lines += ["### Translations (LPIPS-EL0; cells of `bench/translation.py` under the work folder)", "",
-                  "| target | cell | EL0 → truth | margin |", "|---|---|---|---|"]  # fmt: skip
-        lines += [f"| {cell['target']} | {label} | {values['to-truth']:.3f} | {values['margin']:.3f} |" for cell, label, values in rows]
-        lines.append("")
     return "\n".join(lines)
 
 
@@ -106,7 +89,6 @@ def main() -> None:
     parser.add_argument("--targets", default=",".join(quality.TARGETS), help="Comma list of target styles.")
     parser.add_argument("--n", type=int, default=500, help="Inputs per target (bench/translation.py's rule).")
     parser.add_argument("--work", type=Path, default=quality.WORK / "translation", help="Where the inputs are copied (shared with bench/translation.py).")
-    parser.add_argument("--cells", action="store_true", help="Also score every translation folder kept under --work.")
     args = parser.parse_args()
     from tenshot.methods.phasic import FeatureEncoder, PhasicOptions
     from tenshot.metrics.evaluate import EL0Runner
@@ -117,7 +99,7 @@ def main() -> None:
     networks = (EL0Runner(64, False), FeatureEncoder(options.ddc_network, options.style_network, options.feature_size))
     with torch.no_grad():
         source = embeddings(*networks, load_source_images(None, "noto-32", load_model("noto-32"), options.source_count))
-        cells = [scores(target, args.n, args.work, networks, source, args.cells) for target in args.targets.split(",")]
+        cells = [scores(target, args.n, args.work, networks, source) for target in args.targets.split(",")]
     results = {"settings": {"date": time.strftime("%Y-%m-%d"), "command": shlex.join(["python", "bench/ddc_target.py", *sys.argv[1:]])},
                "cells": cells}  # fmt: skip
     quality.write_json(quality.RESULTS / "ddc-target.json", results)

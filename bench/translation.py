@@ -56,7 +56,8 @@ PYRAMID_MIN = 8  # pyramid_l1's coarsest level: the last of at least this many p
 SSIM_SIGMA, SSIM_RADIUS, SSIM_K1, SSIM_K2 = 1.5, 5, 0.01, 0.03  # Wang et al. 2004: 11x11 Gaussian window
 GREY = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 luma
 COLUMNS = (("lpips-el0-to-truth", "EL0 → truth ↓", 3, 1), ("lpips-el0-margin", "EL0 margin ↑", 3, 1),
-           ("pyramid-l1-to-truth", "pyramid L1 → truth ↓", 2, 1), ("ssim-to-truth", "SSIM to truth ↑", 3, 1), ("rmse-to-truth", "RMSE → truth ↓", 1, 1),
+           ("pyramid-l1-to-truth", "pyramid L1 → truth ↓", 2, 1), ("ssim-to-truth", "SSIM to truth ↑", 3, 1),
+           ("rmse-to-truth", "RMSE → truth ↓", 1, 1),
            ("lpips-el0-to-input", "EL0 → input", 3, 1), ("fid-el0", "fid-el0 ↓", 1, 1), ("kid-el0", "kid-el0 ↓", 3, 1),
            ("swd", "swd ↓", 1, 1), ("translate-cpu-seconds", "translate CPU s", 0, 1))  # column, heading, digits, scale; fmt: skip
 PAIRED = ("lpips-el0-to-truth", "lpips-el0-to-input", "lpips-el0-margin", "pyramid-l1-to-truth", "ssim-to-truth", "rmse-to-truth")
@@ -126,6 +127,12 @@ def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return index.mean(axis=(1, 2))
 
 
+def mean_squared_distance(a, b) -> float:
+    """Mean over the rows of ``a`` of the squared Euclidean distance to ``b``: the paired row, or ``b`` itself when it
+    is one point."""
+    return float((a - b).pow(2).sum(1).mean())
+
+
 def own_margin(outputs, truths) -> float:
     """Mean over pairs of (mean squared distance to the other truths) - (squared distance to its own truth), rows
     paired by index, at least two: how much nearer each output is to its own truth than to the others' truths.
@@ -174,8 +181,8 @@ class Pairs:
 
         images = load_images([folder / name for name in self.names], SIZE)
         vectors = self.runner.vectors(images)
-        return {"lpips-el0-to-truth": float((vectors - self.truth_vectors).pow(2).sum(1).mean()),
-                "lpips-el0-to-input": float((vectors - self.input_vectors).pow(2).sum(1).mean()),
+        return {"lpips-el0-to-truth": mean_squared_distance(vectors, self.truth_vectors),
+                "lpips-el0-to-input": mean_squared_distance(vectors, self.input_vectors),
                 "lpips-el0-margin": own_margin(vectors, self.truth_vectors),
                 **network_free_scores(images, self.truth)}  # fmt: skip
 

@@ -225,3 +225,9 @@ def test_an_input_that_forgot_its_pairing_has_no_margin():
     truths = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
     centre = truths.mean(0, keepdim=True).expand(3, -1)
     assert translation.own_margin(centre, truths) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_squared_distance_to_rows_and_to_one_point():
+    a = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+    assert translation.mean_squared_distance(a, torch.tensor([[0.0, 0.0], [0.0, 0.0]])) == pytest.approx(12.5)
+    assert translation.mean_squared_distance(a, torch.tensor([3.0, 4.0])) == pytest.approx(12.5)
