@@ -26,12 +26,17 @@ paired column (scored before the column existed) is scored again from its kept i
 Writes ``bench/results/NAME.json`` (every cell as it finishes, keeping an earlier NAME.json's cells that it does
 not redo: the table runs in parts), ``NAME.md`` (mean ± sd over seeds) and ``NAME-TARGET.png``; ``--plot``
 redraws the last two from the JSON alone.
+
+``--target`` is an EmojiShift style or a folder laid out like one (``shots/``, ``train/``, ``reference/``) whose
+files carry EmojiShift's names, the emoji's codepoints (``bench/split_target.py --emoji-aliases`` makes one from a
+set named by shortcode): a style no default was chosen on, reached through ``--target DIR/shots`` like a user's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import shlex
@@ -75,12 +80,13 @@ def choose_inputs(source: list[str], target: list[str], n: int) -> list[str]:
 
 def prepare_inputs(work: Path, target: str, n: int) -> tuple[Path, dict[str, Path]]:
     """``WORK/inputs-TARGET-N`` (copied once) and the true target rendering of each of its file names."""
+    from tenshot.data.domains import domain_files
     from tenshot.data.emoji import split_files
 
     source = {path.name: path for path in split_files(SOURCE_STYLE, SIZE, "all")}
-    truth = {path.name: path for path in split_files(target, SIZE, "reference")}
+    truth = {path.name: path for path in domain_files(quality.target_split(target, "reference"), SIZE)}
     names = choose_inputs(list(source), list(truth), n)
-    folder = work / f"inputs-{target}-{n}"
+    folder = work / f"inputs-{quality.target_name(target)}-{n}"
     if not (folder.is_dir() and sorted(path.name for path in folder.iterdir()) == names):
         partial = folder.with_name(folder.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
@@ -215,8 +221,9 @@ def with_paired_scores(cell: Path, result: dict, pairs: Pairs, images: Path) -> 
 
 def input_cell(work: Path, target: str, inputs: Path, pairs: Pairs) -> dict:
     """The untranslated inputs scored like a translation (cached)."""
-    cell = work / f"{target}-{len(pairs.names)}" / INPUT
-    command = f"evaluate {inputs} --reference emoji:{target} --shots emoji:{target}"
+    cell = work / f"{quality.target_name(target)}-{len(pairs.names)}" / INPUT
+    reference, shots = (quality.target_split(target, "reference"), quality.target_domain(target)) if os.sep in target else (f"emoji:{target}",) * 2
+    command = f"evaluate {inputs} --reference {reference} --shots {shots}"
     result = quality.cached(cell, command)
     if result is None:
         return quality.store(cell, {**pairs.scores(inputs), **evaluated(inputs, target, cell), "command": command})
@@ -226,7 +233,7 @@ def input_cell(work: Path, target: str, inputs: Path, pairs: Pairs) -> dict:
 def translation_cell(work: Path, target: str, label: str, run: Path, start: int, seed: int, inputs: Path, pairs: Pairs, flags: list[str] = ()) -> dict:
     """Translate the inputs with ``run`` at ``start`` and ``seed`` (and translate's ``flags``), then score the
     translations (cached; a finished translation is kept if its scoring stopped)."""
-    cell = work / f"{target}-{len(pairs.names)}" / label / f"start-{start}" / f"seed-{seed}"
+    cell = work / f"{quality.target_name(target)}-{len(pairs.names)}" / label / f"start-{start}" / f"seed-{seed}"
     argv = translate_argv(run, run_method(run), inputs, start, seed, cell / "translated", flags)
     command = shlex.join(["tenshot", *argv[1:]])
     result = quality.cached(cell, command)
@@ -252,7 +259,7 @@ def markdown(results: dict) -> str:
     lines = [f"{settings['n']} `emoji:{SOURCE_STYLE}` renderings with a counterpart in the target's reference half (the first N of "
              "their sorted names shuffled by `random.Random(0)`), translated by `tenshot translate RUN --start S --seed K` at its other "
              "defaults (runs not adapted with phasic: `--guidance-end S`, i.e. SDEdit) and scored against the true rendering of the same "
-             "file name; fid-el0, kid-el0 and swd by `tenshot evaluate --reference emoji:T --shots emoji:T`. Mean ± sd over the seeds. "
+             "file name; fid-el0, kid-el0 and swd by `tenshot evaluate --reference emoji:T --shots emoji:T` (a folder target: `DIR/reference`, `DIR/shots`). Mean ± sd over the seeds. "
              f"Pyramid L1: mean |difference| (0-255) per Laplacian level down to {PYRAMID_MIN} px, averaged over levels; SSIM: 11x11 "
              f"Gaussian (sigma 1.5) on grey levels. CPU seconds of the whole translate process. {settings['date']}, `{settings['command']}`."]  # fmt: skip
     for target in settings["targets"]:
@@ -339,6 +346,10 @@ def parse_runs(parser: argparse.ArgumentParser, specs: list[str]) -> dict[str, P
 
 
 def check_target(parser: argparse.ArgumentParser, target: str) -> None:
+    if os.sep in target:
+        if not all(Path(target, split).is_dir() for split in ("shots", "reference")):
+            parser.error(f"--target {target}: a folder target needs shots/ and reference/ (bench/split_target.py)")
+        return
     if target in quality.SUBPOPULATION_TARGETS:
         parser.error(f"--target {target}: a sub-population rendered by {SOURCE_STYLE} itself, so a translation from {SOURCE_STYLE} "
                      f"has no style to change; choose {' or '.join(quality.TARGETS)}")  # fmt: skip
@@ -349,7 +360,7 @@ def check_target(parser: argparse.ArgumentParser, target: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="*", metavar="LABEL=RUN_FOLDER", help="Runs to translate with, e.g. phasic=runs/p finetune=runs/f.")
-    parser.add_argument("--target", default="openmoji", help=f"The target style: {' or '.join(quality.TARGETS)}.")
+    parser.add_argument("--target", default="openmoji", help=f"The target style: {' or '.join(quality.TARGETS)}, or a folder (module docstring).")
     parser.add_argument("--n", type=int, default=500, help="Inputs (the rule in the module docstring).")
     parser.add_argument("--starts", default=",".join(map(str, STARTS)), help="Comma list of translate --start values (cosine time).")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="Comma list of translate --seed values.")
@@ -371,12 +382,13 @@ def main() -> None:
           "each translate takes minutes to tens of minutes on 2 CPU cores", flush=True)  # fmt: skip
     inputs, truth = prepare_inputs(args.work, args.target, args.n)
     pairs = Pairs(inputs, truth)
-    results = {"settings": {"targets": [args.target], "n": args.n, "date": time.strftime("%Y-%m-%d"),
+    name = quality.target_name(args.target)
+    results = {"settings": {"targets": [name], "n": args.n, "date": time.strftime("%Y-%m-%d"),
                             "command": shlex.join(["python", "bench/translation.py", *sys.argv[1:]])}, "cells": []}  # fmt: skip
 
     def record(label: str, run: Path, start: int, seed: int | None, cell: dict) -> None:
         method = None if label == INPUT else run_method(run)
-        results["cells"].append({"target": args.target, "label": label, "run": str(run), "method": method, "start": start, "seed": seed, **cell})
+        results["cells"].append({"target": name, "label": label, "run": str(run), "method": method, "start": start, "seed": seed, **cell})
         publish(results, args.name)
 
     record(INPUT, inputs, 0, None, input_cell(args.work, args.target, inputs, pairs))

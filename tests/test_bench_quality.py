@@ -97,16 +97,29 @@ def test_a_target_outside_emojishift_is_a_folder_of_splits_named_by_the_folder(t
     assert quality.target_split("openmoji", "reference") == "emoji:openmoji:reference" and quality.target_name("openmoji") == "openmoji"
 
 
-def test_a_folder_of_images_splits_into_shots_and_disjoint_halves_the_same_way_each_time(tmp_path):
+def load_split_target():
     spec = importlib.util.spec_from_file_location("split_target", REPO / "bench" / "split_target.py")
     split_target = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(split_target)
+    return split_target
+
+
+def test_a_folder_of_images_splits_into_shots_and_disjoint_halves_the_same_way_each_time(tmp_path):
+    split_target = load_split_target()
     files = [tmp_path / f"{index:02d}.png" for index in range(25)]
     first, again = split_target.split(files, 0, 10), split_target.split(list(reversed(files)), 0, 10)
     assert first == again  # the input's order does not matter: the files are sorted by name first
     assert [len(first[name]) for name in ("shots", "train", "reference")] == [10, 8, 7]
     assert sorted(sum(first.values(), [])) == files
     assert split_target.split(files, 1, 10)["shots"] != first["shots"]
+
+
+def test_shortcode_names_become_codepoints_the_first_alias_kept(tmp_path):
+    split_target = load_split_target()
+    files = [tmp_path / name for name in ("smile.png", "poop.png", "hankey.png", "shipit.png", "uk.PNG", "five.png")]
+    named = split_target.by_codepoints(files)
+    assert named == {"1f604.png": tmp_path / "smile.png", "1f4a9.png": tmp_path / "hankey.png", "1f1ec-1f1e7.png": tmp_path / "uk.PNG",
+                     "35-20e3.png": tmp_path / "five.png"}  # fmt: skip
 
 
 def test_a_folder_targets_rows_are_named_by_the_folder(monkeypatch, tmp_path):

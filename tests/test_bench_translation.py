@@ -104,6 +104,26 @@ def test_the_inputs_are_copied_once(tmp_path, monkeypatch):
     assert translation.prepare_inputs(tmp_path / "work", "openmoji", 3)[0] == inputs
 
 
+def test_a_folder_target_pairs_its_reference_half_by_file_name(tmp_path, monkeypatch):
+    fake_emoji(tmp_path, monkeypatch)
+    target = tmp_path / "my-emoji"
+    write(target / "shots", ["a.png"], 2)
+    write(target / "reference", ["c.png", "d.png", "e.png", "z.png"], 3)
+    inputs, truth = translation.prepare_inputs(tmp_path / "work", str(target), 3)
+    assert inputs == tmp_path / "work" / "inputs-my-emoji-3" and sorted(truth) == ["c.png", "d.png", "e.png"]
+    assert truth["c.png"] == target / "reference" / "c.png"
+    pairs = translation.Pairs(inputs, truth)
+    pairs.runner = PixelRunner()
+    monkeypatch.setattr(translation.quality, "evaluate", lambda folder, target, out: out.parent.mkdir(parents=True, exist_ok=True) or {"fid-el0": 1.0})
+    row = translation.input_cell(tmp_path / "work", str(target), inputs, pairs)
+    assert row["command"] == f"evaluate {inputs} --reference {target}/reference --shots {target}/shots"
+    assert (tmp_path / "work" / "my-emoji-3" / "input" / "cell.json").is_file()
+    parser = translation.argparse.ArgumentParser()
+    translation.check_target(parser, str(target))
+    with pytest.raises(SystemExit):
+        translation.check_target(parser, str(tmp_path / "noto"))  # no shots/ and reference/
+
+
 class PixelRunner:
     """Stands in for EL0: an image's vector is its pixels."""
 
