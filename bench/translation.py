@@ -23,6 +23,9 @@ paired column (scored before the column existed) is scored again from its kept i
 
     .venv/bin/python bench/translation.py --target openmoji phasic=runs/p finetune=runs/f
 
+A run folder with ``{seed}`` in it (``phasic=runs/p-seed{seed}``) names one run per seed: the spread over the seeds
+is then the adaptation's too, not only the translation's.
+
 Writes ``bench/results/NAME.json`` (every cell as it finishes, keeping an earlier NAME.json's cells that it does
 not redo: the table runs in parts), ``NAME.md`` (mean ± sd over seeds) and ``NAME-TARGET.png``; ``--plot``
 redraws the last two from the JSON alone.
@@ -266,8 +269,12 @@ def markdown(results: dict) -> str:
         table = grouped(results, target)
         if not table:
             continue
-        runs = {cell["label"]: f"`{cell['run']}` ({cell['method']})" for cell in results["cells"] if cell["target"] == target and cell["label"] != INPUT}
-        lines += ["", f"### {SOURCE_STYLE} → {target}", "", "Runs: " + "; ".join(f"{label}: {run}" for label, run in runs.items()), "",
+        runs: dict[str, dict[str, str]] = {}  # label -> run folder -> method, in the order they came
+        for cell in results["cells"]:
+            if cell["target"] == target and cell["label"] != INPUT:
+                runs.setdefault(cell["label"], {})[cell["run"]] = cell["method"]
+        described = {label: ", ".join(f"`{run}`" for run in folders) + f" ({', '.join(sorted(set(folders.values())))})" for label, folders in runs.items()}
+        lines += ["", f"### {SOURCE_STYLE} → {target}", "", "Runs: " + "; ".join(f"{label}: {run}" for label, run in described.items()), "",
                   "| run | start | seeds | " + " | ".join(heading for _, heading, *_ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 3) + "|"]  # fmt: skip
         for label, starts in table.items():
             for start, cells in starts.items():
@@ -332,16 +339,19 @@ def draw(results: dict, name: str) -> None:
             plot(results, target, RESULTS / f"{name}-{target}.png")
 
 
-def parse_runs(parser: argparse.ArgumentParser, specs: list[str]) -> dict[str, Path]:
-    """``LABEL=RUN_FOLDER`` arguments as ``label -> absolute folder``."""
-    runs: dict[str, Path] = {}
+def parse_runs(parser: argparse.ArgumentParser, specs: list[str], seeds: list[int]) -> dict[str, dict[int, Path]]:
+    """``LABEL=RUN_FOLDER`` arguments as ``label -> seed -> absolute folder``: a folder with ``{seed}`` in it names
+    one run per seed (runs adapted with ``--seed K``, each translated with ``--seed K``)."""
+    runs: dict[str, dict[int, Path]] = {}
     for spec in specs:
         label, _, folder = spec.partition("=")
         if not re.fullmatch(r"[A-Za-z0-9._-]+", label) or not folder or label == INPUT or label in runs:
             parser.error(f"{spec!r}: give runs as LABEL=RUN_FOLDER, each label once, of letters, digits, '.', '_' or '-', not {INPUT!r}")
-        if not Path(folder).is_dir():
-            parser.error(f"{folder}: no such run folder")
-        runs[label] = Path(folder).resolve()
+        runs[label] = {seed: Path(folder.replace("{seed}", str(seed))) for seed in seeds}
+        for run in runs[label].values():
+            if not run.is_dir():
+                parser.error(f"{run}: no such run folder")
+        runs[label] = {seed: run.resolve() for seed, run in runs[label].items()}
     return runs
 
 
@@ -359,7 +369,8 @@ def check_target(parser: argparse.ArgumentParser, target: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="*", metavar="LABEL=RUN_FOLDER", help="Runs to translate with, e.g. phasic=runs/p finetune=runs/f.")
+    parser.add_argument("runs", nargs="*", metavar="LABEL=RUN_FOLDER", help="Runs to translate with, e.g. phasic=runs/p finetune=runs/f; "
+                        "'{seed}' in a folder names one run per --seeds value (runs/p-seed{seed}).")
     parser.add_argument("--target", default="openmoji", help=f"The target style: {' or '.join(quality.TARGETS)}, or a folder (module docstring).")
     parser.add_argument("--n", type=int, default=500, help="Inputs (the rule in the module docstring).")
     parser.add_argument("--starts", default=",".join(map(str, STARTS)), help="Comma list of translate --start values (cosine time).")
@@ -374,10 +385,10 @@ def main() -> None:
         draw(json.loads((RESULTS / f"{args.name}.json").read_text()), args.name)
         return
     check_target(parser, args.target)
-    runs = parse_runs(parser, args.runs)
+    starts, seeds = [int(s) for s in args.starts.split(",")], [int(s) for s in args.seeds.split(",")]
+    runs = parse_runs(parser, args.runs, seeds)
     if not runs:
         parser.error("give at least one LABEL=RUN_FOLDER")
-    starts, seeds = [int(s) for s in args.starts.split(",")], [int(s) for s in args.seeds.split(",")]
     print(f"translation table: {len(runs)} run(s) x {len(starts)} start(s) x {len(seeds)} seed(s) of {args.n} images to {args.target}; "
           "each translate takes minutes to tens of minutes on 2 CPU cores", flush=True)  # fmt: skip
     inputs, truth = prepare_inputs(args.work, args.target, args.n)
@@ -395,7 +406,7 @@ def main() -> None:
     for seed in seeds:  # seed by seed: a table stopped early still has whole curves
         for start in starts:
             for label, run in runs.items():
-                record(label, run, start, seed, translation_cell(args.work, args.target, label, run, start, seed, inputs, pairs, shlex.split(args.flags)))
+                record(label, run[seed], start, seed, translation_cell(args.work, args.target, label, run[seed], start, seed, inputs, pairs, shlex.split(args.flags)))
     print(markdown(json.loads((RESULTS / f"{args.name}.json").read_text())))
 
 

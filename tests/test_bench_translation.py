@@ -180,6 +180,21 @@ def test_a_cell_translates_scores_and_is_read_back(tmp_path, monkeypatch):
     assert row["lpips-el0-to-input"] == 0 and row["lpips-el0-to-truth"] > 0
 
 
+def test_a_seed_template_names_one_run_per_seed(tmp_path, capsys):
+    for seed in (0, 2):
+        (tmp_path / f"p-seed{seed}").mkdir()
+    (tmp_path / "f").mkdir()
+    parser = translation.argparse.ArgumentParser()
+    runs = translation.parse_runs(parser, [f"phasic={tmp_path}/p-seed{{seed}}", f"finetune={tmp_path}/f"], [0, 2])
+    assert runs == {"phasic": {0: tmp_path / "p-seed0", 2: tmp_path / "p-seed2"}, "finetune": {0: tmp_path / "f", 2: tmp_path / "f"}}
+    with pytest.raises(SystemExit):
+        translation.parse_runs(parser, [f"phasic={tmp_path}/p-seed{{seed}}"], [0, 1])
+    assert "p-seed1: no such run folder" in capsys.readouterr().err
+    table = results()
+    table["cells"][2]["run"] = "/runs/phasic-seed1"
+    assert "phasic: `/runs/phasic`, `/runs/phasic-seed1` (phasic); finetune" in translation.markdown(table)
+
+
 def test_subpopulation_targets_are_refused(capsys):
     parser = translation.argparse.ArgumentParser()
     with pytest.raises(SystemExit):
