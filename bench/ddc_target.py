@@ -16,7 +16,7 @@ translation tables score the same for each translation). Nothing is trained, so 
 
     .venv/bin/python bench/ddc_target.py --n 500
 
-Writes ``bench/results/ddc-target.{json,md}``.
+Writes ``bench/results/NAME.{json,md}`` (``--name``, default ``ddc-target``).
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ def scores(target: str, n: int, work: Path, networks, source: dict[str, torch.Te
     names = sorted(truth)
     truths = embeddings(*networks, load_images([truth[name] for name in names], translation.SIZE))
     inputs = embeddings(*networks, load_images([inputs_folder / name for name in names], translation.SIZE))
-    shots = embeddings(*networks, load_domain(f"emoji:{target}:shots", translation.SIZE))
-    cell = {"target": target, "n": len(names)}
+    shots = embeddings(*networks, load_domain(quality.target_split(target, "shots"), translation.SIZE))
+    cell = {"target": quality.target_name(target), "n": len(names)}
     for space, _ in SPACES:
         direction = shots[space].mean(0) - source[space].mean(0)
         points = {"input": inputs[space], "ddc-target": inputs[space] + direction,
@@ -86,9 +86,10 @@ def markdown(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--targets", default=",".join(quality.TARGETS), help="Comma list of target styles.")
+    parser.add_argument("--targets", default=",".join(quality.TARGETS), help="Comma list of target styles or folders (bench/translation.py's --target).")
     parser.add_argument("--n", type=int, default=500, help="Inputs per target (bench/translation.py's rule).")
     parser.add_argument("--work", type=Path, default=quality.WORK / "translation", help="Where the inputs are copied (shared with bench/translation.py).")
+    parser.add_argument("--name", default="ddc-target", help="Result files bench/results/NAME.{json,md}.")
     args = parser.parse_args()
     from tenshot.methods.phasic import FeatureEncoder, PhasicOptions
     from tenshot.metrics.evaluate import EL0Runner
@@ -102,8 +103,8 @@ def main() -> None:
         cells = [scores(target, args.n, args.work, networks, source) for target in args.targets.split(",")]
     results = {"settings": {"date": time.strftime("%Y-%m-%d"), "command": shlex.join(["python", "bench/ddc_target.py", *sys.argv[1:]])},
                "cells": cells}  # fmt: skip
-    quality.write_json(quality.RESULTS / "ddc-target.json", results)
-    (quality.RESULTS / "ddc-target.md").write_text(markdown(results))
+    quality.write_json(quality.RESULTS / f"{args.name}.json", results)
+    (quality.RESULTS / f"{args.name}.md").write_text(markdown(results))
     print(markdown(results))
 
 
