@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ COLUMNS = (("fid-el0", 1), ("kid-el0", 3), ("swd", 1), ("recall-el0", 3))
 
 def teacher_cell(work: Path, teacher: str, target: str, steps: int, n: int) -> dict:
     """``n`` images of the teacher at ``steps`` DDIM steps, scored (cached)."""
-    cell = work / "distillation" / target / f"teacher-ddim{steps}"
+    cell = work / "distillation" / quality.target_name(target) / f"teacher-ddim{steps}"
     flags = ["--n", str(n), "--steps", str(steps), "--seed", "0", "--batch-size", str(quality.SAMPLE_BATCH)]
     command = f"sample {teacher} {' '.join(flags)}"
     result = quality.cached(cell, command)
@@ -49,7 +50,7 @@ def distilled_run(work: Path, teacher: str, target: str, steps: int, every: int,
                   teacher_samples: int | None = None) -> tuple[Path, dict]:
     """The distillation run, trained (or resumed) to ``steps`` with a checkpoint every ``every`` steps, at ``distill``'s
     default batch and teacher data unless ``batch_size`` or ``teacher_samples`` is given."""
-    out = work / "distillation" / target / label
+    out = work / "distillation" / quality.target_name(target) / label
     argv = [quality.TENSHOT, "distill", teacher, "--steps", str(steps), "--checkpoint-every", str(every), "--keep-checkpoints", str(steps // every),
             "--preview-every", str(every), *(["--batch-size", str(batch_size)] if batch_size else []),
             *(["--teacher-samples", str(teacher_samples)] if teacher_samples else []),
@@ -68,7 +69,7 @@ def loop_seconds_at(run: Path, step: int) -> float:
 def markdown(results: dict) -> str:
     settings = results["settings"]
     lines = [f"GDD against its budget: `{settings['command']}`, {settings['date']}. {settings['n']} samples per row, scored against "
-             f"emoji:{settings['target']}'s reference half. The generator's minutes are the distillation loop's; drawing its teacher "
+             f"`{quality.target_split(settings['target'], 'reference')}`. The generator's minutes are the distillation loop's; drawing its teacher "
              "samples comes first and is not in them. The discriminator trains on EL0 features, the metric network: compare swd too.", "",
              "| row | minutes | " + " | ".join(column for column, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]  # fmt: skip
     for row in sorted(results["teacher"], key=lambda row: row["steps"]):
@@ -105,7 +106,7 @@ def plot(results: dict, path: Path) -> None:
         axis.grid(alpha=0.3)
     if results["generator"]:
         axes[0].legend(fontsize=8)
-    figure.suptitle(f"GDD distilled from its teacher on {results['settings']['target']} (bench/distillation.py)")
+    figure.suptitle(f"GDD distilled from its teacher on {quality.target_name(results['settings']['target'])} (bench/distillation.py)")
     figure.savefig(path, dpi=90)
     plt.close(figure)
 
@@ -129,7 +130,7 @@ def publish(results: dict, name: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", required=True, help="The teacher: a model reference, usually an adapt run.")
-    parser.add_argument("--target", default="openmoji")
+    parser.add_argument("--target", default="openmoji", help="An EmojiShift style, or a folder laid out like one (shots/, reference/; bench/split_target.py).")
     parser.add_argument("--teacher-steps", default="1,2,4,8,25", help="DDIM steps of the teacher's rows ('' for none).")
     parser.add_argument("--steps", type=int, default=0, help="Generator steps of the distillation (0: no distillation).")
     parser.add_argument("--every", type=int, default=250, help="Steps between the checkpoints scored.")
@@ -141,7 +142,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=quality.WORK)
     parser.add_argument("--name", default="distillation")
     args = parser.parse_args()
-    settings = {"teacher": args.teacher, "target": args.target, "n": args.n, "date": time.strftime("%Y-%m-%d"), "command": "python bench/distillation.py " + " ".join(sys.argv[1:])}
+    settings = {"teacher": args.teacher, "target": args.target, "n": args.n, "date": time.strftime("%Y-%m-%d"), "command": shlex.join(["python", "bench/distillation.py", *sys.argv[1:]])}
     results = {"settings": settings, "teacher": [], "generator": []}
     for steps in [int(k) for k in args.teacher_steps.split(",") if k]:
         results["teacher"].append({"steps": steps, **teacher_cell(args.work, args.teacher, args.target, steps, args.n)})

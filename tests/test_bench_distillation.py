@@ -47,3 +47,29 @@ def test_a_points_time_is_its_checkpoints_even_between_log_records(tmp_path):
     (run / "log.jsonl").write_text("".join(json.dumps({"step": step, "seconds": step * 4.0}) + "\n" for step in (120, 130)))
     (run / "checkpoints" / "step-125" / "trainer.json").write_text(json.dumps({"seconds": 501.5, "step": 125}))
     assert distillation.loop_seconds_at(run, 125) == 501.5
+
+
+def test_a_folder_target_keeps_its_cells_in_the_work_folder(tmp_path, monkeypatch):
+    """A target given as a folder (``DIR/emojify``) names its cells by the folder's name under WORK, is scored against
+    its own reference half, and gets nothing written inside it."""
+    target = tmp_path / "targets" / "emojify"
+    (target / "reference").mkdir(parents=True)
+    commands = []
+
+    def fake_run(argv, log):
+        commands.append(argv)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        return {"seconds": 2.0, "cpu-seconds": 3.0, "peak-gib": 0.1, "threads": 1}
+
+    def fake_evaluate(samples, target, out):
+        commands.append(["evaluate", target])
+        return row(90.0)
+
+    monkeypatch.setattr(distillation.quality, "run", fake_run)
+    monkeypatch.setattr(distillation.quality, "evaluate", fake_evaluate)
+    cell = distillation.teacher_cell(tmp_path / "work", "runs/t", str(target), 4, 10)
+    assert cell["fid-el0"] == 90.0 and commands[-1] == ["evaluate", str(target)]
+    assert commands[0][commands[0].index("--out") + 1] == str(tmp_path / "work" / "distillation" / "emojify" / "teacher-ddim4" / "samples")
+    assert sorted(path.name for path in target.iterdir()) == ["reference"]
+    settings = {"teacher": "runs/t", "target": str(target), "n": 10, "date": "2026-12-05", "command": "python bench/distillation.py"}
+    assert f"`{target / 'reference'}`" in distillation.markdown({"settings": settings, "teacher": [{"steps": 4, **cell}], "generator": []})

@@ -181,6 +181,7 @@ def test_a_cell_translates_scores_and_is_read_back(tmp_path, monkeypatch):
 
 
 def test_a_seed_template_names_one_run_per_seed(tmp_path, capsys):
+    tmp_path = tmp_path.resolve()  # parse_runs resolves the folders it returns
     for seed in (0, 2):
         (tmp_path / f"p-seed{seed}").mkdir()
     (tmp_path / "f").mkdir()
