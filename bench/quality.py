@@ -28,7 +28,7 @@ budget: hours on 2 CPU cores). ``--quick`` checks the whole pipeline in under 30
 samples), a 50-step oracle (the full table's trains 1,500 steps at batch 32), a quarter of each method's
 default budget (``QUICK_FRACTION``: adaptation steps, phasic's stage-2 steps), an eighth of GDD's (steps and
 teacher samples) and two cells at a time. The defaults alone add up to about 23 minutes of adaptation and
-30 of distillation on 2 cores, and 200 samples of 25 steps take 3 minutes per cell, which leaves no room in
+25 of distillation on 2 cores, and 200 samples of 25 steps take 3 minutes per cell, which leaves no room in
 30 minutes. Quick figures check the pipeline; they do not rank methods.
 
     .venv/bin/python bench/quality.py --quick

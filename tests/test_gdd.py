@@ -356,7 +356,7 @@ def test_bad_options_are_one_line_errors(teacher, tmp_path):
 def test_distill_config_defaults():
     config = DistillConfig()
     assert (config.data, config.method, config.train.batch_size, config.train.grad_clip) == ("teacher", "gdd", 8, 0.0)
-    assert config.ema_beta() == pytest.approx(0.5 ** (1 / 50))  # half-life 10% of 500 steps
+    assert config.train.steps == 750 and config.ema_beta() == pytest.approx(0.5 ** (1 / 75))  # half-life 10% of 750 steps
     assert method_options("gdd", {}).variant == "gdd-i"
 
 

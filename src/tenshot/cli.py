@@ -270,9 +270,9 @@ DISTILL = DistillConfig()
 @click.argument("model")
 @click.option("--data", default=DISTILL.data, show_default=True, help="Real images for the discriminator: teacher (samples of MODEL, drawn once into RUN/teacher), shots (the target of MODEL, an adapt run), teacher+shots, or a folder / emoji:STYLE[:SPLIT] (default split all).")
 @click.option("--variant", type=click.Choice(["gdd-i", "gdd"]), default=None, help="gdd-i: the UNet's resnet and sampler convs frozen (default); gdd: every weight trained.")
-@click.option("--teacher-samples", type=int, default=DISTILL.teacher_samples, show_default=True, help="Images drawn from the teacher for --data teacher (about 12 min at 32 px on 2 cores; METHODS.md's 2000 take about 24).")
+@click.option("--teacher-samples", type=int, default=DISTILL.teacher_samples, show_default=True, help="Images drawn from the teacher for --data teacher (about 8 min at 32 px on 2 cores; METHODS.md's 2000 take about 16).")
 @click.option("--teacher-steps", type=int, default=DISTILL.teacher_steps, show_default=True, help="DDIM steps of the teacher's samples.")
-@click.option("--ema-half-life", type=float, default=DISTILL.ema_half_life, show_default=True, help="EMA half-life as a fraction of --steps (0: use --ema-beta).")
+@click.option("--ema-half-life", type=float, default=DISTILL.ema_half_life, show_default=True, help="EMA half-life as a fraction of --steps (0: use --ema-beta). The decay is min(that, (1+i)/(10+i)): the warm-up sets it until step i passes it (about 970 at 750 steps).")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="A GDD option (repeatable): r1_gamma, r1_interval, d_lr_scale, resolution, channels, head_width.")
 @click.option("--out", required=True, help="Run folder.")
 @_training_options(DISTILL.train)
@@ -280,8 +280,8 @@ def distill(model, variant, ema_half_life, **values):
     """Distil MODEL (run folder, diffusers folder, asset name or hub id) into a one-step generator with GDD:
     the UNet's x0-prediction at its noisiest time, trained with a GAN loss against a projected EfficientNet-Lite0
     discriminator (R1, Adam beta1 = 0; --lr is the generator's, the discriminator's is --lr times d_lr_scale).
-    `tenshot sample RUN` then takes one network evaluation per image. Defaults (GDD-I, 500 steps of batch 8 on
-    1000 teacher samples of 25 DDIM steps) fit about 30 minutes at 32 px on 2 CPU cores."""
+    `tenshot sample RUN` then takes one network evaluation per image. Defaults (GDD-I, 750 steps of batch 8 on
+    1000 teacher samples of 25 DDIM steps) take about 25 minutes at 32 px on 2 CPU cores."""
     from . import api
 
     resume = values.pop("resume")

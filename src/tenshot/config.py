@@ -179,9 +179,11 @@ class DistillConfig:
     ``options`` are GDD's (``variant`` gdd-i or gdd, ...). The EMA's half-life is ``ema_half_life`` times
     ``train.steps`` (None: ``train.ema_beta``).
 
-    The defaults are 1,000 teacher samples at 25 DDIM steps (half the 2,000 of METHODS.md) and 500 GDD-I steps
-    of batch 8, chosen to fit about 30 minutes at 32 px on 2 CPU cores; ``bench/results/speed.md`` has the
-    measured sampling and step times they come from.
+    The defaults are 1,000 teacher samples at 25 DDIM steps (half the 2,000 of METHODS.md) and 750 GDD-I steps
+    of batch 8: by ``bench/results/speed.md``'s sampling and step times at 32 px on 2 CPU cores, 7.8 + 17.2 = 25
+    minutes, inside METHODS.md's 30 for the default run (1,000 steps would take 31). 750 is where the one-step
+    generator passes its teacher's 4-evaluation DDIM on fid-el0 on both EmojiShift styles; at 500 it did not on
+    emojione (``bench/results/distillation-emojione.md``: 129.3 against 126.2, 122.7 at 750).
     """
 
     model: str = "noto-32"
@@ -194,7 +196,7 @@ class DistillConfig:
     ema_half_life: float | None = 0.1
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            steps=500, batch_size=8, lr=1e-4, grad_clip=0.0, flip=False, checkpoint_every=100, preview_every=100
+            steps=750, batch_size=8, lr=1e-4, grad_clip=0.0, flip=False, checkpoint_every=100, preview_every=100
         )
     )
 
