@@ -47,13 +47,13 @@ def teacher_cell(work: Path, teacher: str, target: str, steps: int, n: int) -> d
 
 
 def distilled_run(work: Path, teacher: str, target: str, steps: int, every: int, options: list[str], label: str, batch_size: int | None = None,
-                  teacher_samples: int | None = None) -> tuple[Path, dict]:
+                  teacher_samples: int | None = None, seed: int | None = None) -> tuple[Path, dict]:
     """The distillation run, trained (or resumed) to ``steps`` with a checkpoint every ``every`` steps, at ``distill``'s
-    default batch and teacher data unless ``batch_size`` or ``teacher_samples`` is given."""
+    default batch, teacher data and seed unless ``batch_size``, ``teacher_samples`` or ``seed`` is given."""
     out = work / "distillation" / quality.target_name(target) / label
     argv = [quality.TENSHOT, "distill", teacher, "--steps", str(steps), "--checkpoint-every", str(every), "--keep-checkpoints", str(steps // every),
             "--preview-every", str(every), *(["--batch-size", str(batch_size)] if batch_size else []),
-            *(["--teacher-samples", str(teacher_samples)] if teacher_samples else []),
+            *(["--teacher-samples", str(teacher_samples)] if teacher_samples else []), *(["--seed", str(seed)] if seed is not None else []),
             *[part for option in options for part in ("--option", option)]]  # fmt: skip
     recipe = " ".join(argv[1:])
     timing = quality.stage(out.with_name(out.name + ".trained.json"), recipe, lambda: quality.train_resuming(argv, out, out.with_name(out.name + ".log"), recipe))
@@ -137,6 +137,7 @@ def main() -> None:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="A GDD option for the distillation (repeatable).")
     parser.add_argument("--batch-size", type=int, help="The distillation's batch (default: distill's own).")
     parser.add_argument("--teacher-samples", type=int, help="Images drawn from the teacher for the discriminator (default: distill's own).")
+    parser.add_argument("--seed", type=int, help="The distillation's seed (default: distill's own); give its rows a --label of their own.")
     parser.add_argument("--label", default="gdd-i defaults", help="The distillation's name in the table and the plot.")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--work", type=Path, default=quality.WORK)
@@ -148,7 +149,7 @@ def main() -> None:
         results["teacher"].append({"steps": steps, **teacher_cell(args.work, args.teacher, args.target, steps, args.n)})
         publish(results, args.name)
     if args.steps:
-        run, timing = distilled_run(args.work, args.teacher, args.target, args.steps, args.every, args.option, args.label.replace(" ", "-"), args.batch_size, args.teacher_samples)
+        run, timing = distilled_run(args.work, args.teacher, args.target, args.steps, args.every, args.option, args.label.replace(" ", "-"), args.batch_size, args.teacher_samples, args.seed)
         for step in range(args.every, args.steps + 1, args.every):
             cell = curves.budget_cell(run, args.target, 0, step, args.n)
             results["generator"].append({"label": args.label, "step": step, "seconds": loop_seconds_at(run, step), **cell})

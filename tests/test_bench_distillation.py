@@ -73,3 +73,19 @@ def test_a_folder_target_keeps_its_cells_in_the_work_folder(tmp_path, monkeypatc
     assert sorted(path.name for path in target.iterdir()) == ["reference"]
     settings = {"teacher": "runs/t", "target": str(target), "n": 10, "date": "2026-12-05", "command": "python bench/distillation.py"}
     assert f"`{target / 'reference'}`" in distillation.markdown({"settings": settings, "teacher": [{"steps": 4, **cell}], "generator": []})
+
+
+def test_a_seed_reaches_distill_and_its_recipe(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_train(argv, out, log, recipe):  # like quality.train_resuming, which makes the run's parent folder
+        out.parent.mkdir(parents=True, exist_ok=True)
+        calls.append((argv, out, recipe))
+        return {"loop-seconds": 1.0}
+
+    monkeypatch.setattr(distillation.quality, "train_resuming", fake_train)
+    distillation.distilled_run(tmp_path, "runs/t", "emojione", 750, 250, [], "gdd-i-seed-1", seed=1)
+    distillation.distilled_run(tmp_path, "runs/t", "emojione", 750, 250, [], "gdd-i")
+    (seeded, out, recipe), (plain, _, _) = calls
+    assert seeded[seeded.index("--seed") + 1] == "1" and "--seed 1" in recipe and "--seed" not in plain
+    assert out == tmp_path / "distillation" / "emojione" / "gdd-i-seed-1"
