@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="A GDD option for the distillation (repeatable).")
     parser.add_argument("--batch-size", type=int, help="The distillation's batch (default: distill's own).")
     parser.add_argument("--teacher-samples", type=int, help="Images drawn from the teacher for the discriminator (default: distill's own).")
-    parser.add_argument("--seed", type=int, help="The distillation's seed (default: distill's own); give its rows a --label of their own.")
+    parser.add_argument("--seed", type=int, help="The distillation's seed (default: distill's own); its rows and run folder are labelled '--label seed K'.")
     parser.add_argument("--label", default="gdd-i defaults", help="The distillation's name in the table and the plot.")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--work", type=Path, default=quality.WORK)
@@ -149,10 +149,12 @@ def main() -> None:
         results["teacher"].append({"steps": steps, **teacher_cell(args.work, args.teacher, args.target, steps, args.n)})
         publish(results, args.name)
     if args.steps:
-        run, timing = distilled_run(args.work, args.teacher, args.target, args.steps, args.every, args.option, args.label.replace(" ", "-"), args.batch_size, args.teacher_samples, args.seed)
+        label = args.label if args.seed is None else f"{args.label} seed {args.seed}"
+        run, timing = distilled_run(args.work, args.teacher, args.target, args.steps, args.every, args.option, label.replace(" ", "-"),
+                                    batch_size=args.batch_size, teacher_samples=args.teacher_samples, seed=args.seed)
         for step in range(args.every, args.steps + 1, args.every):
             cell = curves.budget_cell(run, args.target, 0, step, args.n)
-            results["generator"].append({"label": args.label, "step": step, "seconds": loop_seconds_at(run, step), **cell})
+            results["generator"].append({"label": label, "step": step, "seconds": loop_seconds_at(run, step), **cell})
             publish(results, args.name)
         results["settings"]["distill-process-seconds"] = timing.get("seconds")
         publish(results, args.name)

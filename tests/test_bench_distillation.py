@@ -89,3 +89,16 @@ def test_a_seed_reaches_distill_and_its_recipe(tmp_path, monkeypatch):
     (seeded, out, recipe), (plain, _, _) = calls
     assert seeded[seeded.index("--seed") + 1] == "1" and "--seed 1" in recipe and "--seed" not in plain
     assert out == tmp_path / "distillation" / "emojione" / "gdd-i-seed-1"
+
+
+def test_a_seeded_distillation_is_labelled_by_its_seed(tmp_path, monkeypatch):
+    runs, published = [], []
+    monkeypatch.setattr(distillation, "distilled_run", lambda *args, **kwargs: runs.append((args, kwargs)) or (tmp_path, {"seconds": 1.0}))
+    monkeypatch.setattr(distillation.curves, "budget_cell", lambda run, target, seed, step, n: row(100.0))
+    monkeypatch.setattr(distillation, "loop_seconds_at", lambda run, step: 60.0)
+    monkeypatch.setattr(distillation, "publish", lambda results, name: published.append(json.loads(json.dumps(results))))
+    monkeypatch.setattr(sys, "argv", ["distillation.py", "--teacher", "runs/t", "--teacher-steps", "", "--steps", "250", "--seed", "1", "--label", "gdd-i 750"])
+    distillation.main()
+    (args, kwargs), = runs
+    assert args[-1] == "gdd-i-750-seed-1" and kwargs["seed"] == 1
+    assert [point["label"] for point in published[-1]["generator"]] == ["gdd-i 750 seed 1"]
