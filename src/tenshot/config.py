@@ -177,7 +177,9 @@ class DistillConfig:
     ``teacher_steps`` DDIM steps, cached in the run's ``teacher/``), ``shots`` (the target of an adapt run),
     ``teacher+shots`` (both), or a domain argument (folder or ``emoji:STYLE[:SPLIT]``, default split ``all``).
     ``options`` are GDD's (``variant`` gdd-i or gdd, ...). The EMA's half-life is ``ema_half_life`` times
-    ``train.steps`` (None: ``train.ema_beta``).
+    ``train.steps`` (None: ``train.ema_beta``). Its decay at step i is min(beta, (1+i)/(10+i)), whose warm-up term
+    (a half-life of about 7.7% of the steps done) is the smaller until about 1.3 times ``train.steps``: at the
+    default 0.1 the warm-up sets the decay for the whole run, like GDD's own EMA ramp-up (METHODS.md).
 
     The defaults are 1,000 teacher samples at 25 DDIM steps (half the 2,000 of METHODS.md) and 750 GDD-I steps
     of batch 8: by ``bench/results/speed.md``'s sampling and step times at 32 px on 2 CPU cores, 7.8 + 17.2 = 25

@@ -49,7 +49,9 @@ Variants (``variant``):
 - ``gdd``: every UNet weight is trained.
 
 The EMA of the generator (what ``model/`` holds) has a half-life of a fraction of the run (``tenshot distill
---ema-half-life``, 10% by default), GDD's 0.5 Mimg of 5-10 Mimg being 5-10%.
+--ema-half-life``, 10% by default), GDD's 0.5 Mimg of 5-10 Mimg being 5-10%. Its warm-up, decay
+min(beta, (1+i)/(10+i)) at step i, caps the half-life at about 7.7% of the steps done, as GDD's ramp-up caps it at
+5% of the images seen; at the default 10% the cap binds for the whole run, so the warm-up sets the decay.
 """
 
 from __future__ import annotations
