@@ -185,7 +185,7 @@ class DistillConfig:
     of batch 8: by ``bench/results/speed.md``'s sampling and step times at 32 px on 2 CPU cores, 7.8 + 17.2 = 25
     minutes, inside METHODS.md's 30 for the default run; two default runs took 21.8 and 21.9 minutes
     (``bench/results/distillation-emojify.json``, ``distillation-emojione.json``). 1,000 steps would take 31 by
-    speed.md, about 27 by those runs, but were not measured on emojione. 750 is where the one-step generator passes
+    speed.md, about 27 by those runs, and were measured on openmoji alone. 750 is where the one-step generator passes
     its teacher's 4-evaluation DDIM on fid-el0 on both EmojiShift styles; at 500 it did not on emojione
     (``bench/results/distillation-emojione.md``: 129.3 against 126.2; 122.7 and 120.7 at 750, two seeds).
     """
