@@ -24,8 +24,8 @@ recorded beside them).
 
 ``make bench`` runs the full table (3 seeds, 1,000 samples of 25 DDIM steps, every method at its default
 budget: hours on 2 CPU cores). ``--quick`` checks the whole pipeline in under 30 minutes on 2 cores (15 on
-2026-12-03, when GDD's quick eighth was 62 steps; 94 now): one target (openmoji), one seed, 200 samples per cell of ``QUICK_SAMPLE_STEPS`` DDIM steps (also GDD's teacher
-samples), a 50-step oracle (the full table's trains 1,500 steps at batch 32), a quarter of each method's
+2026-12-03, when GDD's quick eighth was 62 steps; 94 now): one target (openmoji), one seed, 200 samples per
+cell of ``QUICK_SAMPLE_STEPS`` DDIM steps (also GDD's teacher samples), a 50-step oracle (the full table's trains 1,500 steps at batch 32), a quarter of each method's
 default budget (``QUICK_FRACTION``: adaptation steps, phasic's stage-2 steps), an eighth of GDD's (steps and
 teacher samples) and two cells at a time. The defaults alone add up to about 23 minutes of adaptation and
 25 of distillation on 2 cores, and 200 samples of 25 steps take 3 minutes per cell, which leaves no room in

@@ -347,11 +347,11 @@ def parse_runs(parser: argparse.ArgumentParser, specs: list[str], seeds: list[in
         label, _, folder = spec.partition("=")
         if not re.fullmatch(r"[A-Za-z0-9._-]+", label) or not folder or label == INPUT or label in runs:
             parser.error(f"{spec!r}: give runs as LABEL=RUN_FOLDER, each label once, of letters, digits, '.', '_' or '-', not {INPUT!r}")
-        runs[label] = {seed: Path(folder.replace("{seed}", str(seed))) for seed in seeds}
-        for run in runs[label].values():
+        folders = {seed: Path(folder.replace("{seed}", str(seed))) for seed in seeds}
+        for run in folders.values():
             if not run.is_dir():
                 parser.error(f"{run}: no such run folder")
-        runs[label] = {seed: run.resolve() for seed, run in runs[label].items()}
+        runs[label] = {seed: run.resolve() for seed, run in folders.items()}
     return runs
 
 
